@@ -1,0 +1,3 @@
+from ftedge.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,196 @@
+"""Typed, frozen configs with precedence defaults < YAML file < command-line flags.
+
+Command-line options are generated from the dataclass fields (their ``help`` metadata), so
+``--help`` always lists every option with its default and a new field cannot be forgotten.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, TypeVar, get_args, get_origin
+
+from ftedge.errors import FtedgeError
+
+T = TypeVar("T")
+
+
+def opt(default: Any, help: str, **kw: Any) -> Any:
+    return dataclasses.field(default=default, metadata={"help": help, **kw})
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Everything ``ftedge train`` does, with its defaults."""
+
+    data: str | None = opt(None, "image folder (DIR/<class>/* or DIR/{train,val,test}/<class>/*); default: the built-in Fashion-MNIST sample")
+    model: str = opt("tf_efficientnet_lite0", "backbone: a timm/torchvision name (timm:NAME, tv:NAME), a checkpoint file (ARCH@PATH), or an offline default (tf_efficientnet_lite0/1/2)")
+    out: str = opt("runs", "parent folder of run directories")
+    name: str | None = opt(None, "run name (default: a timestamp); runs/latest points at the newest run")
+    epochs: int = opt(30, "maximum number of epochs")
+    batch_size: int = opt(64, "batch size (per process under torchrun)")
+    optimizer: Literal["adamw", "sgd"] = opt("adamw", "optimizer")
+    lr: float = opt(3e-3, "learning rate of the new head")
+    backbone_lr: float = opt(3e-4, "learning rate of unfrozen backbone blocks (lower than --lr)")
+    weight_decay: float = opt(1e-4, "weight decay")
+    momentum: float = opt(0.9, "SGD momentum")
+    warmup_epochs: float = opt(1.0, "linear warm-up length (epochs) before the cosine decay")
+    label_smoothing: float = opt(0.1, "label smoothing of the cross-entropy loss")
+    grad_clip: float = opt(1.0, "clip the gradient norm to this value (0: off)")
+    seed: int = opt(0, "random seed (data order, head init, splits)")
+    head_hidden: tuple[int, ...] = opt((), "hidden layer widths of the new head, e.g. 256,128")
+    dropout: float = opt(0.0, "dropout in the new head")
+    unfreeze: int = opt(0, "number of top backbone blocks to train (0: backbone frozen)")
+    unfreeze_epoch: int = opt(0, "epoch (0-based) at which --unfreeze takes effect (staged)")
+    augment: Literal["auto", "on", "off"] = opt("auto", "training augmentation; auto: off while the whole backbone is frozen (so features can be cached), on otherwise")
+    hflip: bool = opt(True, "augmentation: random horizontal flip")
+    crop_scale: float = opt(0.6, "augmentation: random resized crop keeps at least this area fraction")
+    color_jitter: float = opt(0.2, "augmentation: brightness/contrast/saturation jitter (0: off)")
+    cache_features: Literal["auto", "on", "off"] = opt("auto", "train the head on backbone features computed once; auto: when the backbone is frozen and augmentation is off")
+    feature_cache_dir: str | None = opt(None, "keep cached features on disk here instead of RAM (large datasets)")
+    image_size: int | None = opt(None, "network input size (default: the backbone's pretrained size; 128 for the built-in 28 px dataset)")
+    val_fraction: float = opt(0.15, "fraction of each class held out for validation (when there is no val/ folder)")
+    test_fraction: float = opt(0.15, "fraction of each class held out for test (when there is no test/ folder)")
+    patience: int = opt(8, "early stopping: epochs without val accuracy gain (0: off)")
+    device: str = opt("auto", "auto, cpu, cuda or cuda:N")
+    amp: Literal["auto", "bf16", "fp16", "off"] = opt("auto", "mixed precision on CUDA; auto: bf16 where supported, else fp16 with a grad scaler")
+    channels_last: bool = opt(True, "channels_last memory format (faster convolutions on CUDA and CPU)")
+    compile: bool = opt(False, "torch.compile the model")
+    workers: int = opt(-1, "data loader worker processes (-1: automatic)")
+    threads: int = opt(0, "torch CPU threads (0: torch default)")
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.epochs >= 1, f"--epochs must be >= 1 (got {self.epochs})"),
+            (self.batch_size >= 1, f"--batch-size must be >= 1 (got {self.batch_size})"),
+            (self.lr > 0 and self.backbone_lr >= 0, "learning rates must be positive"),
+            (self.unfreeze >= 0, f"--unfreeze must be >= 0 (got {self.unfreeze})"),
+            (self.unfreeze_epoch >= 0, "--unfreeze-epoch must be >= 0"),
+            (0 <= self.dropout < 1, "--dropout must be in [0, 1)"),
+            (0 <= self.label_smoothing < 1, "--label-smoothing must be in [0, 1)"),
+            (0 < self.crop_scale <= 1, "--crop-scale must be in (0, 1]"),
+            (self.val_fraction > 0 and self.test_fraction > 0, "split fractions must be > 0"),
+            (self.val_fraction + self.test_fraction < 1, "val + test fractions must be < 1"),
+            (self.image_size is None or self.image_size >= 16, "--image-size must be >= 16"),
+            (all(h > 0 for h in self.head_hidden), "--head-hidden widths must be positive"),
+            (self.patience >= 0 and self.warmup_epochs >= 0, "--patience/--warmup-epochs >= 0"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise FtedgeError(msg)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["head_hidden"] = list(self.head_hidden)
+        return d
+
+
+# -- generic machinery ---------------------------------------------------------------------
+
+
+def _base_type(tp: Any) -> Any:
+    """Strip Optional[...] from a field type."""
+    if get_origin(tp) in (typing.Union, types.UnionType):
+        args = [a for a in get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return tp
+
+
+def _convert(value: Any, tp: Any, name: str) -> Any:
+    """Coerce a YAML or command-line value to the field's type, with a one-line error."""
+    optional = type(None) in get_args(tp)
+    base = _base_type(tp)
+    if value is None or (optional and value in ("none", "None", "")):
+        if optional:
+            return None
+        raise FtedgeError(f"{name} cannot be empty")
+    try:
+        if get_origin(base) is Literal:
+            if value not in get_args(base):
+                raise ValueError(f"choose from {', '.join(map(str, get_args(base)))}")
+            return value
+        if get_origin(base) is tuple:
+            if isinstance(value, str):
+                value = [v for v in value.replace(" ", "").split(",") if v]
+            elif isinstance(value, int):
+                value = [value]
+            return tuple(int(v) for v in value)
+        if base is bool:
+            if isinstance(value, bool):
+                return value
+            if str(value).lower() in ("1", "true", "yes", "on"):
+                return True
+            if str(value).lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError("expected true or false")
+        if base is int and isinstance(value, float) and not value.is_integer():
+            raise ValueError("expected an integer")
+        return base(value)
+    except (TypeError, ValueError) as e:
+        raise FtedgeError(f"invalid value {value!r} for {name}: {e}") from None
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
+    """One ``--flag`` per dataclass field; argparse default None means 'not given'."""
+    for f in dataclasses.fields(cls):
+        flag = "--" + f.name.replace("_", "-")
+        base = _base_type(f.type if not isinstance(f.type, str) else _resolve(cls, f.name))
+        default = f.default if f.default is not dataclasses.MISSING else None
+        shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+        help_ = f"{f.metadata.get('help', '')} (default: {shown if shown != () else 'none'})"
+        if base is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_)
+        elif get_origin(base) is Literal:
+            parser.add_argument(flag, choices=get_args(base), default=None, help=help_)
+        else:
+            metavar = "N,N" if get_origin(base) is tuple else f.name.split("_")[-1].upper()
+            parser.add_argument(flag, default=None, metavar=metavar, help=help_)
+
+
+def _resolve(cls: type, name: str) -> Any:
+    return typing.get_type_hints(cls)[name]
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    import yaml
+
+    p = Path(path)
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except OSError as e:
+        raise FtedgeError(f"cannot read config {p}: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        raise FtedgeError(f"invalid YAML in {p}: {str(e).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise FtedgeError(f"{p} must hold a mapping of option: value")
+    return data
+
+
+def build_config(
+    cls: type[T], yaml_values: dict[str, Any] | None = None, flags: dict[str, Any] | None = None
+) -> T:
+    """defaults < YAML < flags. Unknown YAML keys and bad values are one-line errors."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    values: dict[str, Any] = {}
+    for key, value in (yaml_values or {}).items():
+        k = str(key).replace("-", "_")
+        if k not in names:
+            raise FtedgeError(f"unknown config key {key!r}")
+        values[k] = _convert(value, hints[k], k)
+    for k, value in (flags or {}).items():
+        if k in names and value is not None:
+            values[k] = _convert(value, hints[k], "--" + k.replace("_", "-"))
+    return cls(**values)
+
+
+def save_yaml(config: Any, path: str | Path) -> None:
+    import yaml
+
+    from ftedge.runtime.manifest import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(config.to_dict(), sort_keys=False))

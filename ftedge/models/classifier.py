@@ -1,0 +1,173 @@
+"""Head surgery and freezing, generic over architectures (no per-architecture ladder).
+
+- ``strip_classifier``: timm models drop their head with ``reset_classifier(0)``; any other
+  model has its last ``nn.Linear`` replaced by ``nn.Identity`` — that is the output layer of every
+  torchvision classifier.
+- ``backbone_units``: the backbone as an ordered list of blocks, for ``--unfreeze N``: its
+  top-level children, with Sequential/ModuleList children expanded one level, and lone norm or
+  parameter-free layers merged into the block before them (so EfficientNet's ``conv_head + bn2``
+  or a ResNet ``layer4`` is one block).
+- ``FtedgeClassifier.train()`` keeps frozen blocks in eval mode, so frozen BatchNorm layers
+  never update their running statistics.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from ftedge.errors import FtedgeError
+from ftedge.models.registry import BackboneSource, create_backbone
+from ftedge.runtime.preprocess import PreprocessSpec
+
+_NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    """The new classifier head: optional hidden layers (ReLU + dropout) then a linear layer."""
+
+    num_classes: int
+    hidden: tuple[int, ...] = ()
+    dropout: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self) | {"hidden": list(self.hidden)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> HeadSpec:
+        return cls(int(d["num_classes"]), tuple(int(h) for h in d["hidden"]), float(d["dropout"]))
+
+
+def build_head(num_features: int, spec: HeadSpec) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    width = num_features
+    for h in spec.hidden:
+        layers += [nn.Linear(width, h), nn.ReLU(inplace=True)]
+        if spec.dropout > 0:
+            layers.append(nn.Dropout(spec.dropout))
+        width = h
+    if spec.dropout > 0 and not spec.hidden:
+        layers.append(nn.Dropout(spec.dropout))
+    layers.append(nn.Linear(width, spec.num_classes))
+    return nn.Sequential(*layers)
+
+
+def strip_classifier(model: nn.Module) -> int:
+    """Remove the output layer in place; return the width of the features it consumed."""
+    if hasattr(model, "reset_classifier") and hasattr(model, "num_features"):
+        model.reset_classifier(0)
+        # Some timm models (MobileNetV3) keep a conv_head after pooling: its width is the
+        # pre-logits width, not num_features.
+        return int(getattr(model, "head_hidden_size", None) or model.num_features)
+    last: tuple[str, nn.Linear] | None = None
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear):
+            last = (name, module)
+    if last is None:
+        raise FtedgeError(f"{type(model).__name__} has no Linear output layer to replace")
+    name, linear = last
+    parent_name, _, attr = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, attr, nn.Identity())
+    return int(linear.in_features)
+
+
+def _has_params(m: nn.Module) -> bool:
+    return any(True for _ in m.parameters())
+
+
+def backbone_units(backbone: nn.Module) -> list[list[nn.Module]]:
+    """The backbone's blocks in forward order (each a list of modules), bottom first."""
+    flat: list[nn.Module] = []
+    for child in backbone.children():
+        if isinstance(child, nn.Sequential | nn.ModuleList) and len(child) > 1:
+            flat.extend(child.children())
+        else:
+            flat.append(child)
+    units: list[list[nn.Module]] = []
+    for m in flat:
+        lone_norm = isinstance(m, _NORMS) or not _has_params(m)
+        if units and lone_norm:
+            units[-1].append(m)
+        else:
+            units.append([m])
+    return [u for u in units if any(_has_params(m) for m in u)]
+
+
+class FtedgeClassifier(nn.Module):
+    """``head(backbone(x))`` where ``backbone`` returns pooled features."""
+
+    def __init__(self, backbone: nn.Module, head: nn.Sequential, num_features: int) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+        self.num_features = num_features
+        self.units = backbone_units(backbone)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(x))
+
+    # -- freezing -----------------------------------------------------------------------------
+    def freeze_backbone(self, unfreeze_top: int = 0) -> None:
+        """Freeze every backbone block but the top ``unfreeze_top`` (BatchNorm included)."""
+        if unfreeze_top < 0:
+            raise FtedgeError("--unfreeze must be >= 0")
+        n = len(self.units)
+        for i, unit in enumerate(self.units):
+            trainable = i >= n - unfreeze_top
+            for m in unit:
+                m.requires_grad_(trainable)
+        # Anything not inside a unit (rare: bare parameters) follows the bottom-most block.
+        self.train(self.training)
+
+    @property
+    def backbone_frozen(self) -> bool:
+        return not any(p.requires_grad for p in self.backbone.parameters())
+
+    def train(self, mode: bool = True) -> FtedgeClassifier:
+        super().train(mode)
+        # A frozen block runs in eval mode: BatchNorm uses (and keeps) its running statistics
+        # and dropout/drop-path is off, exactly as when the features were pretrained.
+        for unit in self.units:
+            for m in unit:
+                if not any(p.requires_grad for p in m.parameters()):
+                    m.eval()
+        return self
+
+    def param_groups(self, lr: float, backbone_lr: float, weight_decay: float) -> list[dict]:
+        """Optimizer groups: the new head at ``lr``, the backbone at ``backbone_lr``.
+
+        Every backbone parameter is listed even while frozen: their grad stays None, so the
+        optimizer skips them (no weight decay either) until staged unfreezing turns them on.
+        """
+        return [
+            {"params": list(self.head.parameters()), "lr": lr, "weight_decay": weight_decay},
+            {
+                "params": list(self.backbone.parameters()),
+                "lr": backbone_lr,
+                "weight_decay": weight_decay,
+            },
+        ]
+
+
+@dataclass
+class BuiltModel:
+    model: FtedgeClassifier
+    preprocess: PreprocessSpec
+    source: BackboneSource
+    head: HeadSpec
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def build_classifier(
+    source: BackboneSource, head: HeadSpec, *, pretrained: bool = True
+) -> BuiltModel:
+    """Pretrained backbone with its classifier removed + a new head for ``head.num_classes``."""
+    backbone, spec = create_backbone(source, pretrained=pretrained)
+    num_features = strip_classifier(backbone)
+    model = FtedgeClassifier(backbone, build_head(num_features, head), num_features)
+    return BuiltModel(model, spec, source, head)

@@ -1,0 +1,1 @@
+"""The fine-tuning loop, cached features, DDP, metrics and plots."""

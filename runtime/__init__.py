@@ -1,0 +1,1 @@
+"""ftedge.runtime: the torch-free runtime (numpy + one backend) for camera apps and Jetsons."""

@@ -1,0 +1,1 @@
+"""One runner per inference backend (Polygraphy-style lifecycle)."""
