@@ -26,10 +26,18 @@ def opt(default: Any, help: str, **kw: Any) -> Any:
 class TrainConfig:
     """Everything ``ftedge train`` does, with its defaults."""
 
-    data: str | None = opt(None, "image folder (DIR/<class>/* or DIR/{train,val,test}/<class>/*); default: the built-in Fashion-MNIST sample")
-    model: str = opt("tf_efficientnet_lite0", "backbone: a timm/torchvision name (timm:NAME, tv:NAME), a checkpoint file (ARCH@PATH), or an offline default (tf_efficientnet_lite0/1/2)")
+    data: str | None = opt(
+        None,
+        "image folder (DIR/<class>/* or DIR/{train,val,test}/<class>/*); default: the built-in Fashion-MNIST sample",
+    )
+    model: str = opt(
+        "tf_efficientnet_lite0",
+        "backbone: a timm/torchvision name (timm:NAME, tv:NAME), a checkpoint file (ARCH@PATH), or an offline default (tf_efficientnet_lite0/1/2)",
+    )
     out: str = opt("runs", "parent folder of run directories")
-    name: str | None = opt(None, "run name (default: a timestamp); runs/latest points at the newest run")
+    name: str | None = opt(
+        None, "run name (default: a timestamp); runs/latest points at the newest run"
+    )
     epochs: int = opt(30, "maximum number of epochs")
     batch_size: int = opt(64, "batch size (per process under torchrun)")
     optimizer: Literal["adamw", "sgd"] = opt("adamw", "optimizer")
@@ -45,19 +53,40 @@ class TrainConfig:
     dropout: float = opt(0.0, "dropout in the new head")
     unfreeze: int = opt(0, "number of top backbone blocks to train (0: backbone frozen)")
     unfreeze_epoch: int = opt(0, "epoch (0-based) at which --unfreeze takes effect (staged)")
-    augment: Literal["auto", "on", "off"] = opt("auto", "training augmentation; auto: off while the whole backbone is frozen (so features can be cached), on otherwise")
+    augment: Literal["auto", "on", "off"] = opt(
+        "auto",
+        "training augmentation; auto: off while the whole backbone is frozen (so features can be cached), on otherwise",
+    )
     hflip: bool = opt(True, "augmentation: random horizontal flip")
-    crop_scale: float = opt(0.6, "augmentation: random resized crop keeps at least this area fraction")
+    crop_scale: float = opt(
+        0.6, "augmentation: random resized crop keeps at least this area fraction"
+    )
     color_jitter: float = opt(0.2, "augmentation: brightness/contrast/saturation jitter (0: off)")
-    cache_features: Literal["auto", "on", "off"] = opt("auto", "train the head on backbone features computed once; auto: when the backbone is frozen and augmentation is off")
-    feature_cache_dir: str | None = opt(None, "keep cached features on disk here instead of RAM (large datasets)")
-    image_size: int | None = opt(None, "network input size (default: the backbone's pretrained size; 128 for the built-in 28 px dataset)")
-    val_fraction: float = opt(0.15, "fraction of each class held out for validation (when there is no val/ folder)")
-    test_fraction: float = opt(0.15, "fraction of each class held out for test (when there is no test/ folder)")
+    cache_features: Literal["auto", "on", "off"] = opt(
+        "auto",
+        "train the head on backbone features computed once; auto: when the backbone is frozen and augmentation is off",
+    )
+    feature_cache_dir: str | None = opt(
+        None, "keep cached features on disk here instead of RAM (large datasets)"
+    )
+    image_size: int | None = opt(
+        None,
+        "network input size (default: the backbone's pretrained size; 128 for the built-in 28 px dataset)",
+    )
+    val_fraction: float = opt(
+        0.15, "fraction of each class held out for validation (when there is no val/ folder)"
+    )
+    test_fraction: float = opt(
+        0.15, "fraction of each class held out for test (when there is no test/ folder)"
+    )
     patience: int = opt(8, "early stopping: epochs without val accuracy gain (0: off)")
     device: str = opt("auto", "auto, cpu, cuda or cuda:N")
-    amp: Literal["auto", "bf16", "fp16", "off"] = opt("auto", "mixed precision on CUDA; auto: bf16 where supported, else fp16 with a grad scaler")
-    channels_last: bool = opt(True, "channels_last memory format (faster convolutions on CUDA and CPU)")
+    amp: Literal["auto", "bf16", "fp16", "off"] = opt(
+        "auto", "mixed precision on CUDA; auto: bf16 where supported, else fp16 with a grad scaler"
+    )
+    channels_last: bool = opt(
+        True, "channels_last memory format (faster convolutions on CUDA and CPU)"
+    )
     compile: bool = opt(False, "torch.compile the model")
     workers: int = opt(-1, "data loader worker processes (-1: automatic)")
     threads: int = opt(0, "torch CPU threads (0: torch default)")
@@ -143,7 +172,9 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
         help_ = f"{f.metadata.get('help', '')} (default: {shown if shown != () else 'none'})"
         if base is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_)
+            parser.add_argument(
+                flag, action=argparse.BooleanOptionalAction, default=None, help=help_
+            )
         elif get_origin(base) is Literal:
             parser.add_argument(flag, choices=get_args(base), default=None, help=help_)
         else:

@@ -30,9 +30,9 @@ def cache_root() -> Path:
 
 def load_arrays() -> dict[str, np.ndarray]:
     """The vendored arrays: ``{split}_images`` (N, 28, 28) uint8, ``{split}_labels``, classes."""
-    with resources.files("ftedge.data").joinpath("assets", ASSET).open("rb") as f:
-        with np.load(f) as z:
-            return {k: z[k] for k in z.files}
+    asset = resources.files("ftedge.data").joinpath("assets", ASSET)
+    with asset.open("rb") as f, np.load(f) as z:
+        return {k: z[k] for k in z.files}
 
 
 def materialize_default(dest: str | Path | None = None) -> Path:
@@ -54,7 +54,9 @@ def materialize_default(dest: str | Path | None = None) -> Path:
             for img, y, i in zip(images, labels, src_index, strict=True):
                 Image.fromarray(img, "L").save(tmp / split / classes[int(y)] / f"{int(i):05d}.png")
         (tmp / "LICENSE.txt").write_text(
-            resources.files("ftedge.data").joinpath("assets", "FASHION_MNIST_LICENSE.txt").read_text()
+            resources.files("ftedge.data")
+            .joinpath("assets", "FASHION_MNIST_LICENSE.txt")
+            .read_text()
         )
         (tmp / ".complete").write_text("ok\n")
         if dest.exists():

@@ -40,7 +40,9 @@ def train_transform(
 
     steps: list[Any] = [
         T.Lambda(lambda im: im.convert("RGB")),
-        T.RandomResizedCrop((spec.height, spec.width), scale=(crop_scale, 1.0), interpolation=_interp(spec)),
+        T.RandomResizedCrop(
+            (spec.height, spec.width), scale=(crop_scale, 1.0), interpolation=_interp(spec)
+        ),
     ]
     if hflip:
         steps.append(T.RandomHorizontalFlip())

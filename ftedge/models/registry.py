@@ -178,7 +178,9 @@ def load_weights_by_name_or_order(
     if len(mine) == len(theirs) and all(
         own[a].shape == state[b].shape for a, b in zip(mine, theirs, strict=True)
     ):
-        model.load_state_dict({a: state[b] for a, b in zip(mine, theirs, strict=True)}, strict=False)
+        model.load_state_dict(
+            {a: state[b] for a, b in zip(mine, theirs, strict=True)}, strict=False
+        )
         return
     missing = sorted(set(own) - set(state))[:3]
     raise FtedgeError(

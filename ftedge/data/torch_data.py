@@ -1,0 +1,72 @@
+"""torch Dataset over DatasetSplits samples, and the per-epoch deterministic sampler."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+from PIL import Image
+from torch.utils.data import Dataset, Sampler
+
+from ftedge.data.folders import DatasetSplits, Sample
+
+
+class ImageDataset(Dataset[tuple[torch.Tensor, int]]):
+    """(image tensor, label) for a list of samples; images decoded with Pillow."""
+
+    def __init__(self, splits: DatasetSplits, samples: list[Sample], transform: Callable[..., Any]):
+        self.splits = splits
+        self.samples = samples
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        s = self.samples[i]
+        with Image.open(self.splits.abspath(s)) as im:
+            return self.transform(im), s.label
+
+
+class EpochShardSampler(Sampler[int]):
+    """A permutation drawn from (seed, epoch), sharded across DDP ranks.
+
+    Seeding by epoch (instead of carrying RNG state forward) is what makes ``--resume``
+    reproduce an uninterrupted run: epoch e sees the same order whether or not the process
+    was restarted before it. Every rank gets the same number of indices (the permutation is
+    padded by wrapping around), as DDP needs equal step counts.
+    """
+
+    def __init__(
+        self, n: int, *, seed: int, shuffle: bool = True, rank: int = 0, world_size: int = 1
+    ):
+        self.n, self.seed, self.shuffle = n, seed, shuffle
+        self.rank, self.world_size = rank, world_size
+        self.epoch = 0
+        self.per_rank = math.ceil(n / world_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def indices(self) -> list[int]:
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+            order = torch.randperm(self.n, generator=g).tolist()
+        else:
+            order = list(range(self.n))
+        total = self.per_rank * self.world_size
+        order = (order * math.ceil(total / max(1, self.n)))[:total]
+        return order[self.rank : total : self.world_size]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices())
+
+    def __len__(self) -> int:
+        return self.per_rank
+
+
+def shard(n: int, rank: int, world_size: int) -> list[int]:
+    """Indices of an evaluation set owned by this rank (no padding: each index counted once)."""
+    return list(range(rank, n, world_size))

@@ -1,0 +1,57 @@
+"""``ftedge train``: options generated from TrainConfig; precedence defaults < YAML < flags."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+
+def add_parser(sub: Any) -> None:
+    from ftedge.config import TrainConfig, add_config_arguments
+
+    p = sub.add_parser(
+        "train",
+        help="fine-tune a pretrained backbone on an image folder",
+        description="Fine-tune a pretrained backbone with a new head on an image folder "
+        "(default: the built-in Fashion-MNIST sample). Writes runs/<name>/ and runs/latest.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--config", metavar="FILE.yaml", help="YAML file of options (flags override it)")
+    p.add_argument(
+        "--resume",
+        nargs="?",
+        const="runs/latest",
+        metavar="RUN_DIR",
+        help="continue a killed run from its last completed epoch (default: runs/latest); "
+        "its saved config is used",
+    )
+    add_config_arguments(p, TrainConfig)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ftedge.config import TrainConfig, build_config, load_yaml
+    from ftedge.errors import FtedgeError
+    from ftedge.training.loop import train
+    from ftedge.training.summary import print_summary
+
+    if args.resume:
+        run_dir = Path(args.resume)
+        if not run_dir.is_dir():
+            raise FtedgeError(f"cannot resume: {run_dir} is not a run directory")
+        result = train(TrainConfig(), resume=run_dir)
+    else:
+        yaml_values = load_yaml(args.config) if args.config else {}
+        cfg = build_config(TrainConfig, yaml_values, vars(args))
+        result = train(cfg)
+    if result.metrics.get("world_size", 1) == 1 or _is_rank0():
+        print_summary(result, file=sys.stdout)
+    return 0
+
+
+def _is_rank0() -> bool:
+    import os
+
+    return os.environ.get("RANK", "0") == "0"

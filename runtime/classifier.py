@@ -1,0 +1,413 @@
+"""``load(bundle).classify(frame)``: the camera-app API (numpy + one backend, never torch).
+
+    from ftedge.runtime import load
+
+    clf = load("bundles/latest")                      # best artifact for this machine
+    pred = clf.classify(frame_bgr, topk=3, color="bgr")  # any-size HWC uint8 frame (OpenCV: BGR)
+    print(pred.label, pred.score)                     # top-1; pred.labels / pred.scores: top-k
+
+Frames are preprocessed exactly like the training evaluation transform (``preprocess.py``);
+artifacts with baked-in preprocessing (uint8 NHWC input) get the resized, centre-cropped uint8
+frame instead and normalise inside the graph. Scores are softmax probabilities (an artifact that
+already outputs probabilities is not softmaxed twice).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+
+from ftedge.errors import FtedgeError, MissingExtraError
+from ftedge.runtime.manifest import Artifact, Manifest, sha256_file
+from ftedge.runtime.preprocess import (
+    ColorOrder,
+    PreprocessSpec,
+    check_frame,
+    normalize,
+    resize_crop,
+    to_pil,
+)
+from ftedge.runtime.runners.base import Runner
+from ftedge.runtime.select import (
+    EXTRAS,
+    Candidate,
+    backend_installed,
+    candidates,
+    device_for,
+    no_candidate_error,
+    normalize_backend,
+)
+
+Frames = np.ndarray | Sequence[np.ndarray]
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Top-k classes of one image, best first, with softmax probabilities."""
+
+    labels: tuple[str, ...]
+    scores: tuple[float, ...]
+    indices: tuple[int, ...]
+    probabilities: np.ndarray = field(repr=False, compare=False)  # all classes, float32
+
+    @property
+    def label(self) -> str:
+        return self.labels[0]
+
+    @property
+    def score(self) -> float:
+        return self.scores[0]
+
+    @property
+    def index(self) -> int:
+        return self.indices[0]
+
+    def topk(self) -> list[tuple[str, float]]:
+        return list(zip(self.labels, self.scores, strict=True))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "topk": [
+                {"label": lab, "index": i, "score": round(s, 6)}
+                for lab, i, s in zip(self.labels, self.indices, self.scores, strict=True)
+            ]
+        }
+
+    def __str__(self) -> str:
+        return " | ".join(f"{lab} {s:.3f}" for lab, s in self.topk())
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax in float64 (stable), returned as float32."""
+    z = logits.astype(np.float64)
+    z -= z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def top_k(probs: np.ndarray, labels: Sequence[str], k: int) -> Prediction:
+    """The ``k`` most probable classes of one probability vector (ties: lower index first)."""
+    order = np.argsort(-probs, kind="stable")[: max(1, min(k, len(labels)))]
+    return Prediction(
+        labels=tuple(labels[i] for i in order),
+        scores=tuple(float(probs[i]) for i in order),
+        indices=tuple(int(i) for i in order),
+        probabilities=probs,
+    )
+
+
+class Classifier:
+    """A loaded bundle artifact plus its preprocessing and labels. Create it with ``load``.
+
+    Holds an active runner (session, compiled model or engine); ``close()`` frees it, and the
+    classifier is also a context manager.
+    """
+
+    def __init__(
+        self,
+        runner: Runner,
+        artifact: Artifact,
+        manifest: Manifest,
+        bundle_dir: Path,
+        *,
+        backend: str,
+        fallbacks: Sequence[str] = (),
+    ) -> None:
+        self.runner = runner
+        self.artifact = artifact
+        self.manifest = manifest
+        self.bundle_dir = bundle_dir
+        self.backend = backend
+        self.fallbacks = list(fallbacks)  # why better-ranked candidates were not used
+        self.labels: list[str] = list(manifest.labels)
+        self.spec: PreprocessSpec = manifest.spec
+        self.last_timing: dict[str, float] = {}
+
+        meta = runner.input_metadata()
+        name = artifact.input.get("name")
+        if name not in meta:
+            name = next(iter(meta))
+        self.input_name: str = name
+        self._input_meta = meta[name]
+        self.baked = self._input_meta.dtype == np.uint8
+        self.layout: str = artifact.input.get("layout") or ("NHWC" if self.baked else "NCHW")
+        self.model_color: str = artifact.input.get("color", "rgb") if self.baked else "rgb"
+        self.output_name: str | None = artifact.output.get("name")
+        self.output_kind: str = artifact.output.get("kind", "logits")
+        b = self._input_meta.shape[0] if self._input_meta.shape else -1
+        # A model exported with a fixed batch (e.g. 1) is fed in chunks of that size.
+        self.fixed_batch: int | None = b if isinstance(b, int) and b > 0 else None
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def close(self) -> None:
+        self.runner.deactivate()
+
+    def __enter__(self) -> Classifier:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"Classifier({self.artifact.name}, backend={self.backend}, "
+            f"device={self.runner.device}, classes={len(self.labels)})"
+        )
+
+    @property
+    def device(self) -> str:
+        return self.runner.device
+
+    def describe(self) -> dict[str, Any]:
+        """Artifact, backend facts (versions, providers, execution precision) and fallbacks."""
+        return {
+            "bundle": str(self.bundle_dir),
+            "artifact": self.artifact.name,
+            "path": self.artifact.path,
+            "format": self.artifact.format,
+            "precision": self.artifact.precision,
+            "baked_preprocessing": self.baked,
+            "fallbacks": self.fallbacks,
+            **self.runner.describe(),
+        }
+
+    # -- preprocessing ------------------------------------------------------------------------
+    def _frames(self, frames: Frames) -> tuple[list[np.ndarray], bool]:
+        """A single frame or a batch (list or NHWC array) -> list of frames, single?"""
+        if isinstance(frames, np.ndarray):
+            if frames.ndim == 4:
+                if frames.shape[0] == 0:
+                    raise FtedgeError("empty batch: got an NHWC array with N = 0")
+                return list(frames), False
+            return [frames], True
+        if isinstance(frames, (list, tuple)):
+            if not frames:
+                raise FtedgeError("empty batch: got an empty list of frames")
+            return list(frames), False
+        raise FtedgeError(
+            f"expected a HWC uint8 numpy frame, an NHWC batch or a list of frames, "
+            f"got {type(frames).__name__}"
+        )
+
+    def prepare(self, frames: Frames, color: ColorOrder = "rgb") -> np.ndarray:
+        """Frames -> the artifact's input batch (float32 NCHW, or uint8 crops if baked)."""
+        if color not in ("rgb", "bgr"):
+            raise FtedgeError(f"color must be 'rgb' or 'bgr', got {color!r}")
+        items, _ = self._frames(frames)
+        crops = []
+        for i, f in enumerate(items):
+            try:
+                check_frame(f)
+            except FtedgeError as e:
+                raise FtedgeError(f"frame {i}: {e}" if len(items) > 1 else str(e)) from None
+            crops.append(resize_crop(to_pil(f, color), self.spec))  # HWC uint8 RGB
+        batch = np.stack(crops)
+        if not self.baked:
+            return normalize(batch, self.spec)
+        if self.model_color == "bgr":
+            batch = batch[..., ::-1]
+        if self.layout == "NCHW":
+            batch = batch.transpose(0, 3, 1, 2)
+        return np.ascontiguousarray(batch)
+
+    # -- inference ----------------------------------------------------------------------------
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        """Run a prepared batch; returns the raw (N, classes) output (logits or probabilities)."""
+        n = batch.shape[0]
+        step = self.fixed_batch or n
+        outs = []
+        for start in range(0, n, step):
+            chunk = batch[start : start + step]
+            if len(chunk) < step:  # pad the last chunk of a fixed-batch model
+                pad = np.repeat(chunk[-1:], step - len(chunk), axis=0)
+                chunk = np.concatenate([chunk, pad])
+            res = self.runner.infer({self.input_name: chunk})
+            out = res[self.output_name] if self.output_name in res else next(iter(res.values()))
+            outs.append(np.asarray(out, dtype=np.float32).reshape(len(chunk), -1))
+        return np.concatenate(outs)[:n]
+
+    def probabilities(self, frames: Frames, color: ColorOrder = "rgb") -> np.ndarray:
+        """Softmax probabilities (N, classes) for one frame or a batch."""
+        t0 = time.perf_counter()
+        batch = self.prepare(frames, color)
+        t1 = time.perf_counter()
+        out = self.infer(batch)
+        t2 = time.perf_counter()
+        probs = out if self.output_kind == "probabilities" else softmax(out)
+        if probs.shape[1] != len(self.labels):
+            raise FtedgeError(
+                f"{self.artifact.name} outputs {probs.shape[1]} classes but the bundle has "
+                f"{len(self.labels)} labels"
+            )
+        self.last_timing = {
+            "preprocess_ms": (t1 - t0) * 1e3,
+            "infer_ms": (t2 - t1) * 1e3,
+            "batch": float(batch.shape[0]),
+        }
+        return probs
+
+    def classify(
+        self, frame_or_batch: Frames, topk: int = 5, color: ColorOrder = "rgb"
+    ) -> Prediction | list[Prediction]:
+        """Top-k labels and probabilities.
+
+        ``frame_or_batch``: one HWC (or HW) uint8 frame of any size -> one ``Prediction``;
+        a list of frames or an NHWC uint8 array -> a list. ``color`` is the channel order of
+        the frames: "rgb" (Pillow, default) or "bgr" (OpenCV).
+        """
+        if not isinstance(topk, int) or topk < 1:
+            raise FtedgeError(f"topk must be a positive integer, got {topk!r}")
+        _, single = self._frames(frame_or_batch)
+        t0 = time.perf_counter()
+        probs = self.probabilities(frame_or_batch, color)
+        preds = [top_k(p, self.labels, topk) for p in probs]
+        self.last_timing["total_ms"] = (time.perf_counter() - t0) * 1e3
+        return preds[0] if single else preds
+
+
+# -- loading ----------------------------------------------------------------------------------
+def make_runner(cand: Candidate, model_path: str, threads: int | None = None) -> Runner:
+    """The (inactive) runner for a candidate; backend modules are imported here, lazily."""
+    if cand.backend == "onnxruntime":
+        from ftedge.runtime.runners.onnxruntime import OnnxRuntimeRunner
+
+        return OnnxRuntimeRunner(model_path, device=cand.device, threads=threads)
+    if cand.backend == "openvino":
+        from ftedge.runtime.runners.openvino import OpenVinoRunner
+
+        return OpenVinoRunner(model_path, device=cand.device, threads=threads)
+    if cand.backend == "tensorrt":
+        try:
+            from ftedge.runtime.runners.tensorrt import TensorRTRunner
+        except ImportError:
+            raise FtedgeError("this ftedge has no TensorRT runner") from None
+        return TensorRTRunner(model_path, device=cand.device)  # type: ignore[call-arg]
+    if cand.backend == "torch":
+        from ftedge.runtime.runners.torch_ref import TorchRunner
+
+        return TorchRunner(model_path, device=cand.device, threads=threads)
+    raise FtedgeError(f"unknown backend {cand.backend!r}")
+
+
+def verify_bundle(manifest: Manifest, bundle_dir: Path) -> None:
+    """Refuse a bundle whose files are missing or changed (sha256 against the manifest)."""
+    bad = manifest.verify_files(bundle_dir)
+    for a in manifest.artifacts:  # artifacts that list only their main file's digest
+        if a.status != "skipped" and a.sha256 and a.path not in a.files:
+            f = bundle_dir / a.path
+            if not f.is_file() or sha256_file(f) != a.sha256:
+                bad.append(a.path)
+    if bad:
+        shown = ", ".join(bad[:3]) + (f" (+{len(bad) - 3} more)" if len(bad) > 3 else "")
+        raise FtedgeError(
+            f"bundle {bundle_dir} failed its sha256 check: {shown} missing or modified; "
+            "re-export it (or load with verify=False at your own risk)"
+        )
+
+
+def _checkpoint_of(manifest: Manifest, bundle_dir: Path) -> str:
+    """The run checkpoint a bundle was exported from (for the torch reference)."""
+    prov = manifest.provenance
+    for key in ("checkpoint", "checkpoint_path", "run_dir", "run"):
+        value = prov.get(key)
+        if isinstance(value, str) and value:
+            p = Path(value)
+            if not p.is_absolute():
+                p = bundle_dir / p
+            if p.exists():
+                return str(p)
+    raise FtedgeError(
+        f"bundle {bundle_dir} does not record an existing run checkpoint "
+        "(provenance.checkpoint): pass checkpoint=PATH to load(..., backend='torch')"
+    )
+
+
+def load(
+    bundle: str | Path,
+    backend: str = "auto",
+    device: str | None = None,
+    precision: str | None = None,
+    *,
+    baked: bool | None = None,
+    threads: int | None = None,
+    verify: bool = True,
+    checkpoint: str | Path | None = None,
+) -> Classifier:
+    """Load the best artifact of ``bundle`` for this machine and return a ready Classifier.
+
+    ``bundle``: a bundle directory (or its manifest.json, or a ``bundles/latest`` link).
+    ``backend``: "auto" (see ``ftedge.runtime.select`` for the order), "onnxruntime",
+    "openvino", "tensorrt", or "torch" (the PyTorch reference; needs ``ftedge[train]`` and the
+    run checkpoint, ``checkpoint=`` or the one recorded in the manifest). ``device``: None (CPU,
+    or the GPU for TensorRT engines), "cpu", "cuda", "gpu"/"npu" (OpenVINO). ``precision``:
+    "fp32", "fp16" or "int8" to pin the artifact precision. ``baked``: True/False to require
+    an artifact with/without baked-in preprocessing. ``verify``: check every bundle file's
+    sha256 first (a modified bundle is refused). A candidate whose runner fails to start
+    (e.g. a TensorRT engine built for another GPU) is skipped and the next one is tried;
+    ``Classifier.fallbacks`` says why.
+    """
+    bundle_dir = Path(bundle).expanduser()
+    if bundle_dir.is_file():
+        bundle_dir = bundle_dir.parent
+    manifest = Manifest.load(bundle_dir)
+    if verify:
+        verify_bundle(manifest, bundle_dir)
+    be = normalize_backend(backend)
+
+    if be == "torch":
+        dev = device_for("torch", device)
+        if dev is None:
+            raise FtedgeError(f"torch cannot run on device {device!r}")
+        if not backend_installed("torch"):
+            raise MissingExtraError("PyTorch (for the torch reference runner)", "train")
+        ckpt = str(checkpoint) if checkpoint is not None else _checkpoint_of(manifest, bundle_dir)
+        art = Artifact(
+            format="torch",
+            precision="fp32",
+            path=ckpt,
+            input={"name": "input", "dtype": "float32", "layout": "NCHW"},
+            output={"name": "logits", "kind": "logits"},
+        )
+        runner = make_runner(Candidate(art, "torch", dev), ckpt, threads)
+        runner.activate()
+        return Classifier(runner, art, manifest, bundle_dir, backend="torch")
+
+    if be != "auto" and not backend_installed(be):
+        module, extra = EXTRAS[be]
+        raise MissingExtraError(module, extra)
+    cands, reasons = candidates(
+        manifest, backend=be, device=device, precision=precision, baked=baked
+    )
+    if not cands:
+        raise no_candidate_error(
+            manifest, bundle_dir, reasons, backend=be, device=device, precision=precision
+        )
+    fallbacks: list[str] = []
+    for i, cand in enumerate(cands):
+        runner = make_runner(cand, str(bundle_dir / cand.artifact.path), threads)
+        try:
+            runner.activate()
+            return Classifier(
+                runner, cand.artifact, manifest, bundle_dir, backend=cand.backend, fallbacks=fallbacks
+            )
+        except FtedgeError as e:
+            runner.deactivate()
+            # Move on to the next candidate (the choices only narrowed the list); the last
+            # failure is raised together with the earlier ones.
+            if i == len(cands) - 1:
+                if fallbacks:
+                    raise FtedgeError(f"{e} (also tried: {'; '.join(fallbacks)})") from None
+                raise
+            fallbacks.append(f"{cand.name}: {e}")
+    raise AssertionError("unreachable")

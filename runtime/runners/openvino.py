@@ -1,0 +1,203 @@
+"""OpenVINO runner: IR (.xml + .bin) or ONNX files on CPU, GPU, NPU or AUTO.
+
+    with OpenVinoRunner("bundle/openvino-fp32/model.xml", precision="f32") as r:
+        logits = r.infer({"input": x})["logits"]
+        r.describe()["execution_precision"]   # what actually ran, e.g. "f32" or "bf16"
+
+On CPUs with AMX/AVX-512-BF16 OpenVINO executes FP32 models in bf16 unless told otherwise
+(design.md §2: up to 5e-4 logit difference), so ``precision="f32"`` is what a parity check
+wants, and ``describe()`` always reports the precision the compiled model really uses.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ftedge.errors import FtedgeError, MissingExtraError
+from ftedge.runtime.runners.base import Runner, TensorMeta
+
+DEVICES = ("CPU", "GPU", "NPU", "AUTO")
+HINTS = {"latency": "LATENCY", "throughput": "THROUGHPUT"}
+PRECISIONS = ("f32", "bf16", "f16")
+
+
+def _import_ov() -> Any:
+    try:
+        import openvino
+    except ImportError:
+        raise MissingExtraError("openvino", "openvino") from None
+    return openvino
+
+
+def _np_dtype(ov_type: Any) -> np.dtype[Any]:
+    try:
+        return np.dtype(ov_type.to_dtype())
+    except Exception:  # an OpenVINO type without a numpy equivalent (e.g. u4)
+        raise FtedgeError(f"unsupported OpenVINO tensor type {ov_type}") from None
+
+
+def _port_meta(port: Any) -> TensorMeta:
+    pshape = port.get_partial_shape()
+    shape = tuple(
+        d.get_length() if d.is_static else -1 for d in pshape
+    )  # dynamic dims (batch) -> -1
+    return TensorMeta(port.get_any_name(), _np_dtype(port.get_element_type()), shape)
+
+
+def _short_type(t: Any) -> str:
+    """OpenVINO element type -> its short name ('f32', 'bf16', 'i8', ...)."""
+    name = str(getattr(t, "get_type_name", lambda: t)())
+    return {"float32": "f32", "float16": "f16", "bfloat16": "bf16"}.get(name, name)
+
+
+class OpenVinoRunner(Runner):
+    """Runs an OpenVINO IR or ONNX file with OpenVINO Runtime."""
+
+    backend: ClassVar[str] = "openvino"
+
+    def __init__(
+        self,
+        model_path: str,
+        *,
+        device: str = "CPU",
+        hint: str = "latency",
+        precision: str | None = None,
+        threads: int | None = None,
+        name: str | None = None,
+    ) -> None:
+        device = device.upper()
+        if device.split(":")[0].split(".")[0] not in DEVICES:
+            raise FtedgeError(f"OpenVINO device must be one of {', '.join(DEVICES)}, got {device!r}")
+        if hint not in HINTS:
+            raise FtedgeError(f"OpenVINO hint must be latency or throughput, got {hint!r}")
+        if precision is not None and precision not in PRECISIONS:
+            raise FtedgeError(
+                f"OpenVINO precision must be one of {', '.join(PRECISIONS)}, got {precision!r}"
+            )
+        if threads is not None and threads < 1:
+            raise FtedgeError(f"threads must be >= 1, got {threads}")
+        super().__init__(model_path, device=device, name=name)
+        self.hint = hint
+        self.precision = precision
+        self.threads = threads
+        self._compiled: Any = None
+        self._request: Any = None
+        self._inputs: dict[str, TensorMeta] | None = None
+        self._outputs: dict[str, TensorMeta] | None = None
+
+    def config(self) -> dict[str, str]:
+        """The compile-time properties this runner passes to OpenVINO."""
+        cfg = {"PERFORMANCE_HINT": HINTS[self.hint]}
+        if self.precision is not None:
+            cfg["INFERENCE_PRECISION_HINT"] = self.precision
+        if self.threads is not None:
+            cfg["INFERENCE_NUM_THREADS"] = str(self.threads)
+        return cfg
+
+    def _read_model(self) -> Any:
+        ov = _import_ov()
+        core = ov.Core()
+        try:
+            model = core.read_model(self.model_path)
+        except Exception as e:  # RuntimeError with a multi-line C++ message
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise FtedgeError(f"OpenVINO cannot read {self.model_path}: {msg}") from None
+        return core, model
+
+    def _read_metadata(self, model: Any) -> None:
+        self._inputs = {m.name: m for m in (_port_meta(p) for p in model.inputs)}
+        self._outputs = {m.name: m for m in (_port_meta(p) for p in model.outputs)}
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def _activate(self) -> None:
+        core, model = self._read_model()
+        base = self.device.split(":")[0].split(".")[0]
+        if base != "AUTO" and not any(d.startswith(base) for d in core.available_devices):
+            raise FtedgeError(
+                f"OpenVINO device {self.device} is not available here "
+                f"(available: {', '.join(core.available_devices)})"
+            )
+        self._read_metadata(model)
+        try:
+            self._compiled = core.compile_model(model, self.device, self.config())
+        except Exception as e:
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise FtedgeError(f"OpenVINO cannot compile {self.model_path}: {msg}") from None
+        self._request = self._compiled.create_infer_request()
+        self._output_names = [p.get_any_name() for p in self._compiled.outputs]
+
+    def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        # share_inputs avoids a copy in; outputs are copied out (share_outputs=False) so a
+        # caller may keep them across calls.
+        res = self._request.infer(feeds, share_inputs=True)
+        return {
+            name: np.asarray(res[port])
+            for name, port in zip(self._output_names, self._compiled.outputs, strict=True)
+        }
+
+    def _deactivate(self) -> None:
+        self._request = None
+        self._compiled = None
+
+    # -- metadata -----------------------------------------------------------------------------
+    def _ensure_metadata(self) -> None:
+        if self._inputs is None:
+            _, model = self._read_model()
+            self._read_metadata(model)
+
+    def input_metadata(self) -> dict[str, TensorMeta]:
+        self._ensure_metadata()
+        assert self._inputs is not None
+        return dict(self._inputs)
+
+    def output_metadata(self) -> dict[str, TensorMeta]:
+        self._ensure_metadata()
+        assert self._outputs is not None
+        return dict(self._outputs)
+
+    def runtime_precisions(self) -> dict[str, int]:
+        """How many execution-graph nodes run in each precision (e.g. {"i8": 60, "f32": 9})."""
+        if self._compiled is None:
+            return {}
+        counts: Counter[str] = Counter()
+        try:
+            for op in self._compiled.get_runtime_model().get_ordered_ops():
+                rt = op.get_rt_info()
+                if "runtimePrecision" in rt:
+                    value = rt["runtimePrecision"]
+                    counts[str(getattr(value, "astype", lambda _t: value)(str))] += 1
+        except Exception:  # plugins without an execution graph (some NPU/GPU drivers)
+            return {}
+        counts.pop("", None)
+        return dict(counts.most_common())
+
+    def execution_precision(self) -> str | None:
+        """The inference precision the compiled model uses (INFERENCE_PRECISION_HINT)."""
+        if self._compiled is None:
+            return None
+        try:
+            return _short_type(self._compiled.get_property("INFERENCE_PRECISION_HINT"))
+        except Exception:  # AUTO/MULTI may not expose it
+            return None
+
+    def describe(self) -> dict[str, Any]:
+        ov = _import_ov()
+        d: dict[str, Any] = {
+            "backend": self.backend,
+            "device": self.device,
+            "version": ov.__version__,
+            "hint": self.hint,
+            "requested_precision": self.precision,
+            "threads": self.threads,
+        }
+        if self._compiled is not None:
+            d["execution_precision"] = self.execution_precision()
+            d["runtime_precisions"] = self.runtime_precisions()
+            try:
+                d["execution_devices"] = list(self._compiled.get_property("EXECUTION_DEVICES"))
+            except Exception:
+                pass
+        return d

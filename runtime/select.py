@@ -1,0 +1,244 @@
+"""Which artifact of a bundle to run, on which backend and device.
+
+``load(bundle)`` (backend ``"auto"``) tries the bundle's artifacts in this order and takes the
+first one whose status is ``ok``, whose backend is installed and whose runner starts:
+
+1. TensorRT engines, INT8 > FP16 > FP32 (only when a TensorRT with its runtime library is
+   importable; the engine's runner checks it was built for this GPU and TensorRT version).
+2. OpenVINO IR INT8 (NNCF) on the OpenVINO CPU device.
+3. ONNX INT8 (Q/DQ) with onnxruntime on the CPU.
+4. OpenVINO IR FP32, then FP16 (weights-compressed IR; runs like FP32 on a CPU).
+5. ONNX FP32 with onnxruntime, then ONNX FP16.
+
+This is the measured speed order on x86 CPUs (design.md §2: OpenVINO INT8 < ORT INT8 u8s8 <
+OpenVINO FP32/bf16 < ORT FP32). Within one format and precision the artifact without baked-in
+preprocessing (float NCHW input) comes first: it is the one verified against PyTorch on the exact
+training preprocessing; the uint8 ("-baked") variant follows. Pass ``baked=True`` to prefer it.
+
+Failed and skipped artifacts are never chosen. Explicit choices narrow the list instead of
+reordering it: ``backend="onnxruntime" | "openvino" | "tensorrt" | "torch"`` (OpenVINO also runs
+the ONNX artifacts, after its own IRs), ``precision="fp32" | "fp16" | "int8"``, and ``device``:
+
+- ``None``: CPU for onnxruntime/OpenVINO, ``cuda:0`` for TensorRT;
+- ``"cpu"``; ``"cuda"`` / ``"cuda:N"`` (TensorRT engines first, then onnxruntime's CUDA
+  provider); ``"tensorrt"`` (onnxruntime's TensorRT provider); ``"gpu"``, ``"npu"``, ``"auto"``
+  (OpenVINO's Intel GPU / NPU / AUTO devices).
+
+``backend="torch"`` is the PyTorch reference (needs ``ftedge[train]``): the run checkpoint the
+bundle was exported from, rebuilt in eval mode.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ftedge.errors import FtedgeError
+from ftedge.runtime.manifest import Artifact, Manifest
+
+BACKENDS = ("onnxruntime", "openvino", "tensorrt", "torch")
+ALIASES = {
+    "auto": "auto",
+    "ort": "onnxruntime",
+    "onnx": "onnxruntime",
+    "onnxruntime": "onnxruntime",
+    "ov": "openvino",
+    "openvino": "openvino",
+    "trt": "tensorrt",
+    "tensorrt": "tensorrt",
+    "torch": "torch",
+    "pytorch": "torch",
+}
+# Python module and pip extra per backend (for "not installed" messages).
+EXTRAS = {
+    "onnxruntime": ("onnxruntime", "onnx"),
+    "openvino": ("openvino", "openvino"),
+    "tensorrt": ("tensorrt", "tensorrt"),
+    "torch": ("torch", "train"),
+}
+
+# (format, precision, backend) in "auto" order; see the module docstring.
+AUTO_ORDER: tuple[tuple[str, str, str], ...] = (
+    ("tensorrt", "int8", "tensorrt"),
+    ("tensorrt", "fp16", "tensorrt"),
+    ("tensorrt", "fp32", "tensorrt"),
+    ("openvino", "int8", "openvino"),
+    ("onnx", "int8", "onnxruntime"),
+    ("openvino", "fp32", "openvino"),
+    ("openvino", "fp16", "openvino"),
+    ("onnx", "fp32", "onnxruntime"),
+    ("onnx", "fp16", "onnxruntime"),
+)
+# Formats each backend can run, best first (OpenVINO reads ONNX files too).
+BACKEND_FORMATS = {
+    "onnxruntime": ("onnx",),
+    "openvino": ("openvino", "onnx"),
+    "tensorrt": ("tensorrt",),
+}
+PRECISION_ORDER = ("int8", "fp16", "fp32")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One way to run the bundle: an artifact, the backend that runs it and the device string."""
+
+    artifact: Artifact
+    backend: str
+    device: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.artifact.name} on {self.backend}:{self.device}"
+
+
+def normalize_backend(backend: str) -> str:
+    key = backend.strip().lower()
+    if key not in ALIASES:
+        raise FtedgeError(
+            f"unknown backend {backend!r}: use auto, {', '.join(BACKENDS)} (or ort, ov, trt)"
+        )
+    return ALIASES[key]
+
+
+def backend_installed(backend: str) -> bool:
+    """Whether the backend's Python package is importable (TensorRT: with its runtime)."""
+    if backend == "tensorrt":
+        return tensorrt_usable()
+    module = EXTRAS[backend][0]
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # sys.modules[module] is None (blocked) or broken
+        return False
+
+
+def tensorrt_usable() -> bool:
+    """True when a real TensorRT is importable.
+
+    ``import tensorrt`` alone is not proof: the ``tensorrt-stubs`` type stubs make it an empty
+    namespace package, so look for the runtime API and a version.
+    """
+    try:
+        import tensorrt
+    except Exception:  # ImportError, or OSError from a missing libnvinfer
+        return False
+    return hasattr(tensorrt, "Runtime") and hasattr(tensorrt, "__version__")
+
+
+def device_for(backend: str, device: str | None) -> str | None:
+    """The runner's device string for a user device, or None when the backend cannot use it."""
+    d = (device or "").strip().lower()
+    if backend == "onnxruntime":
+        if d in ("", "cpu"):
+            return "cpu"
+        if d == "cuda" or d.startswith("cuda:"):
+            return "cuda"
+        if d == "tensorrt":
+            return "tensorrt"
+        return None
+    if backend == "openvino":
+        if d in ("", "cpu"):
+            return "CPU"
+        base = d.split(":")[0].split(".")[0]
+        if base in ("gpu", "npu", "auto"):
+            return d.upper()
+        return None
+    if backend == "tensorrt":
+        if d in ("", "cuda", "gpu"):
+            return "cuda:0"
+        if d.startswith("cuda:"):
+            return d
+        return None
+    if backend == "torch":
+        if d in ("", "cpu"):
+            return "cpu"
+        if d == "cuda" or d.startswith("cuda:"):
+            return d
+        return None
+    raise FtedgeError(f"unknown backend {backend!r}")
+
+
+def _baked(a: Artifact) -> bool:
+    return a.input.get("dtype") == "uint8"
+
+
+def candidates(
+    manifest: Manifest,
+    *,
+    backend: str = "auto",
+    device: str | None = None,
+    precision: str | None = None,
+    baked: bool | None = None,
+) -> tuple[list[Candidate], list[str]]:
+    """Every way to run ``manifest`` that fits the choices, best first, and why others do not.
+
+    Does not import any backend; ``backend_installed`` is a cheap ``find_spec`` check. The
+    second list holds one-line reasons for artifacts that were left out.
+    """
+    backend = normalize_backend(backend)
+    if precision is not None and precision not in PRECISION_ORDER:
+        raise FtedgeError(f"precision must be one of fp32, fp16, int8, got {precision!r}")
+    if backend == "torch":
+        raise FtedgeError("the torch reference is not a bundle artifact: use load(backend='torch')")
+
+    if backend == "auto":
+        order = list(AUTO_ORDER)
+        if device is not None and device.strip().lower() in ("gpu", "npu", "auto"):
+            order = [o for o in order if o[2] == "openvino"]
+    else:
+        order = [
+            (fmt, prec, backend)
+            for fmt in BACKEND_FORMATS[backend]
+            for prec in PRECISION_ORDER
+        ]
+        if backend != "tensorrt":  # on CPU-like devices fp32 runs faster than fp16
+            order.sort(key=lambda o: (BACKEND_FORMATS[backend].index(o[0]), _cpu_rank(o[1])))
+
+    reasons: list[str] = []
+    out: list[Candidate] = []
+    installed: dict[str, bool] = {}
+    for fmt, prec, be in order:
+        if precision is not None and prec != precision:
+            continue
+        arts = [a for a in manifest.artifacts if a.format == fmt and a.precision == prec]
+        # Plain (float input) before baked unless baked=True; baked=False drops baked ones.
+        arts.sort(key=lambda a: _baked(a) != bool(baked))
+        for a in arts:
+            if baked is False and _baked(a):
+                continue
+            if baked is True and not _baked(a):
+                continue
+            if a.status != "ok":
+                reasons.append(f"{a.name}: status {a.status}" + (f" ({a.message})" if a.message else ""))
+                continue
+            dev = device_for(be, device)
+            if dev is None:
+                reasons.append(f"{a.name}: {be} cannot run on device {device!r}")
+                continue
+            if be not in installed:
+                installed[be] = backend_installed(be)
+            if not installed[be]:
+                module, extra = EXTRAS[be]
+                reasons.append(f"{a.name}: {module} is not installed (pip install 'ftedge[{extra}]')")
+                continue
+            out.append(Candidate(a, be, dev))
+    return out, reasons
+
+
+def _cpu_rank(precision: str) -> int:
+    return {"int8": 0, "fp32": 1, "fp16": 2}[precision]
+
+
+def no_candidate_error(
+    manifest: Manifest, bundle_dir: str | Path, reasons: list[str], **choices: Any
+) -> FtedgeError:
+    """A one-line error saying why nothing in the bundle can run here."""
+    chosen = ", ".join(f"{k}={v}" for k, v in choices.items() if v not in (None, "auto"))
+    what = f" with {chosen}" if chosen else ""
+    if not manifest.artifacts:
+        return FtedgeError(f"bundle {bundle_dir} has no artifacts (run 'ftedge export')")
+    missing = sorted({r.split("(pip install ")[1].rstrip(")") for r in reasons if "pip install" in r})
+    hint = f"; install a backend: pip install {' or '.join(missing)}" if missing else ""
+    detail = "; ".join(dict.fromkeys(reasons)) or "no artifact matches"
+    return FtedgeError(f"no runnable artifact in {bundle_dir}{what}: {detail}{hint}")
