@@ -1,0 +1,116 @@
+"""Backbones: offline pretrained weights are right, head surgery and freezing are generic."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from PIL import Image
+
+from ftedge.errors import FtedgeError
+from ftedge.models import HeadSpec, build_classifier, create_backbone, resolve_backbone
+from ftedge.models.classifier import backbone_units
+
+
+def test_offline_default_gives_right_imagenet_answers_on_real_photos():
+    from skimage import data
+    from timm.data import ImageNetInfo
+
+    from ftedge.data.transforms import eval_transform
+
+    model, spec = create_backbone(resolve_backbone("tf_efficientnet_lite0"))
+    assert spec.mean == (0.5, 0.5, 0.5) and spec.interpolation == "bicubic"
+    model.eval()
+    info = ImageNetInfo()
+    tf = eval_transform(spec)
+
+    def top1(photo) -> str:
+        with torch.inference_mode():
+            return info.index_to_description(int(model(tf(Image.fromarray(photo))[None]).argmax()))
+
+    assert top1(data.chelsea()) in {"tabby, tabby cat", "tiger cat", "Egyptian cat"}
+    assert top1(data.coffee()) == "espresso"
+
+
+@pytest.mark.parametrize(
+    "name, library",
+    [
+        ("tf_efficientnet_lite0", "timm"),
+        ("tv:mobilenet_v2", "torchvision"),
+        ("tv:resnet18", "torchvision"),
+        ("timm:mobilenetv3_small_100", "timm"),
+    ],
+)
+def test_head_surgery_is_generic(name, library):
+    src = resolve_backbone(name)
+    assert src.library == library
+    built = build_classifier(src, HeadSpec(7, (32, 16), 0.1), pretrained=False)
+    model = built.model.eval()
+    out = model(torch.randn(2, 3, 64, 64))
+    assert out.shape == (2, 7)
+    linears = [m for m in model.head if isinstance(m, torch.nn.Linear)]
+    assert [m.out_features for m in linears] == [32, 16, 7]
+    # The old 1000-class output layer is gone from the backbone.
+    assert not any(
+        isinstance(m, torch.nn.Linear) and m.out_features == 1000 for m in model.backbone.modules()
+    )
+
+
+def test_freeze_keeps_bn_in_eval_and_unfreezes_top_blocks():
+    built = build_classifier(
+        resolve_backbone("tf_efficientnet_lite0"), HeadSpec(3), pretrained=False
+    )
+    model = built.model
+    model.freeze_backbone(0)
+    model.train()
+    assert model.backbone_frozen
+    bns = [m for m in model.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert bns and not any(m.training for m in bns)
+    assert all(p.requires_grad for p in model.head.parameters())
+    model.freeze_backbone(2)
+    model.train()
+    units = backbone_units(model.backbone)
+    top = [p for m in units[-2] + units[-1] for p in m.parameters()]
+    rest = [p for u in units[:-2] for m in u for p in m.parameters()]
+    assert all(p.requires_grad for p in top) and not any(p.requires_grad for p in rest)
+    top_bn = [
+        m for u in units[-2:] for m in u for m in m.modules() if isinstance(m, torch.nn.BatchNorm2d)
+    ]
+    assert top_bn and all(m.training for m in top_bn)
+
+
+def test_local_checkpoint_file_by_name_and_by_arch(tmp_path):
+    import torchvision
+
+    ref = torchvision.models.mobilenet_v2(num_classes=1000)
+    path = tmp_path / "mobilenet_v2-b0353104.pth"
+    torch.save(ref.state_dict(), path)
+    src = resolve_backbone(str(path))
+    assert (src.library, src.arch, src.weights) == ("torchvision", "mobilenet_v2", "file")
+    model, _ = create_backbone(src)
+    for (k, a), b in zip(ref.state_dict().items(), model.state_dict().values(), strict=True):
+        assert torch.equal(a, b), k
+    other = tmp_path / "weights.pth"
+    torch.save(ref.state_dict(), other)
+    with pytest.raises(FtedgeError, match="ARCH@PATH"):
+        resolve_backbone(str(other))
+    assert resolve_backbone(f"tv:mobilenet_v2@{other}").arch == "mobilenet_v2"
+
+
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("no_such_net_xyz", "unknown model"),
+        ("timm:no_such_net_xyz", "unknown timm model"),
+        ("/does/not/exist.pth", "does not exist"),
+    ],
+)
+def test_bad_model_names(name, message):
+    with pytest.raises(FtedgeError, match=message):
+        resolve_backbone(name)
+
+
+def test_unreadable_checkpoint_is_a_clear_error(tmp_path):
+    bad = tmp_path / "resnet18-deadbeef.pth"
+    bad.write_bytes(b"this is not a checkpoint")
+    with pytest.raises(FtedgeError, match="unreadable checkpoint"):
+        create_backbone(resolve_backbone(str(bad)))
