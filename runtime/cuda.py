@@ -188,7 +188,9 @@ class _BindingsRuntime(CudaRuntime):
         return int(self._call("cudaStreamEndCapture", stream))
 
     def graph_instantiate(self, graph: int) -> int:
-        return int(self._call("cudaGraphInstantiate", graph, 0))
+        # WithFlags: same (graph, flags) signature from CUDA 11.4 to 13 (plain cudaGraphInstantiate
+        # changed its arguments in CUDA 12).
+        return int(self._call("cudaGraphInstantiateWithFlags", graph, 0))
 
     def graph_launch(self, graph_exec: int, stream: int) -> None:
         self._call("cudaGraphLaunch", graph_exec, stream)
@@ -217,7 +219,10 @@ class _BindingsRuntime(CudaRuntime):
 def _libcudart_candidates() -> list[str]:
     """Where libcudart usually is: the loader path, CUDA/JetPack installs, pip CUDA wheels."""
     names = ["libcudart.so", "libcudart.so.13", "libcudart.so.12", "libcudart.so.11.0"]
-    dirs = [Path(os.environ.get("CUDA_HOME", "/usr/local/cuda")) / "lib64", Path("/usr/lib/aarch64-linux-gnu")]
+    dirs = [
+        Path(os.environ.get("CUDA_HOME", "/usr/local/cuda")) / "lib64",
+        Path("/usr/lib/aarch64-linux-gnu"),
+    ]
     for p in map(Path, sys.path):
         dirs += [p / "nvidia" / "cu13" / "lib", p / "nvidia" / "cuda_runtime" / "lib"]
     found = [str(d / n) for d in dirs for n in names if (d / n).is_file()]
@@ -258,7 +263,11 @@ class _CtypesRuntime(CudaRuntime):
         # cudaDeviceProp starts with char name[256] in every CUDA version; the struct is ~1 KiB,
         # so a generous buffer avoids depending on its exact (version-specific) layout.
         buf = ctypes.create_string_buffer(8192)
-        fn = "cudaGetDeviceProperties_v2" if hasattr(self.lib, "cudaGetDeviceProperties_v2") else "cudaGetDeviceProperties"
+        fn = (
+            "cudaGetDeviceProperties_v2"
+            if hasattr(self.lib, "cudaGetDeviceProperties_v2")
+            else "cudaGetDeviceProperties"
+        )
         self._check(fn, buf, ctypes.c_int(index))
         name = buf.raw[:256].split(b"\0", 1)[0].decode(errors="replace")
         return DeviceInfo(index, name, f"{major}.{minor}")
@@ -288,7 +297,9 @@ class _CtypesRuntime(CudaRuntime):
         self._check("cudaStreamDestroy", ctypes.c_void_p(stream))
 
     def begin_capture(self, stream: int) -> None:
-        self._check("cudaStreamBeginCapture", ctypes.c_void_p(stream), ctypes.c_int(_CAPTURE_THREAD_LOCAL))
+        self._check(
+            "cudaStreamBeginCapture", ctypes.c_void_p(stream), ctypes.c_int(_CAPTURE_THREAD_LOCAL)
+        )
 
     def end_capture(self, stream: int) -> int:
         graph = ctypes.c_void_p()
@@ -323,7 +334,9 @@ class _CtypesRuntime(CudaRuntime):
 
     def event_elapsed_ms(self, start: int, end: int) -> float:
         ms = ctypes.c_float()
-        self._check("cudaEventElapsedTime", ctypes.byref(ms), ctypes.c_void_p(start), ctypes.c_void_p(end))
+        self._check(
+            "cudaEventElapsedTime", ctypes.byref(ms), ctypes.c_void_p(start), ctypes.c_void_p(end)
+        )
         return float(ms.value)
 
     def event_destroy(self, event: int) -> None:
@@ -338,7 +351,7 @@ def _import_bindings() -> Any:
     except ImportError:
         pass
     try:
-        from cuda import cudart  # type: ignore[attr-defined]  # cuda-python < 12.6
+        from cuda import cudart  # cuda-python < 12.6
 
         return cudart
     except ImportError:
@@ -369,12 +382,16 @@ def load_cuda(prefer: str = "auto", *, require_device: bool = True) -> CudaRunti
     if cuda is None and prefer in ("auto", "ctypes"):
         cuda = _open_libcudart()
     if cuda is None:
-        raise FtedgeError(f"no CUDA runtime found (neither cuda-python nor libcudart.so): {INSTALL_HINT}")
+        raise FtedgeError(
+            f"no CUDA runtime found (neither cuda-python nor libcudart.so): {INSTALL_HINT}"
+        )
     if require_device:
         try:
             n = cuda.device_count()
         except FtedgeError as e:
-            raise FtedgeError(f"no usable CUDA GPU here ({e}); TensorRT needs an NVIDIA GPU") from None
+            raise FtedgeError(
+                f"no usable CUDA GPU here ({e}); TensorRT needs an NVIDIA GPU"
+            ) from None
         if n < 1:
             raise FtedgeError("no CUDA GPU found here; TensorRT needs an NVIDIA GPU")
     return cuda

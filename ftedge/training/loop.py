@@ -349,7 +349,8 @@ def train(cfg: TrainConfig, *, resume: str | Path | None = None) -> TrainResult:
     if resume is not None:
         run_dir = resume_dir
     else:
-        run_dir = new_run_dir(cfg) if main else Path(cfg.out) / "_unused"
+        # Rank 0 names the run; the others learn it (they read best.safetensors at the end).
+        run_dir = dist.broadcast_object(new_run_dir(cfg) if main else None)
     meta = {
         "classes": classes,
         "backbone": source.to_dict(),
