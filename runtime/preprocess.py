@@ -127,8 +127,8 @@ def resize_crop(image: Image.Image, spec: PreprocessSpec) -> np.ndarray:
 
 def normalize(hwc_uint8: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     """HWC (or NHWC) uint8 RGB -> CHW (or NCHW) float32, scaled and normalised."""
-    x = hwc_uint8.astype(np.float32) / np.float32(255.0)
-    x = (x - np.asarray(spec.mean, np.float32)) / np.asarray(spec.std, np.float32)
+    scaled = hwc_uint8.astype(np.float32) / np.float32(255.0)
+    x: np.ndarray = (scaled - np.asarray(spec.mean, np.float32)) / np.asarray(spec.std, np.float32)
     axes = (2, 0, 1) if x.ndim == 3 else (0, 3, 1, 2)
     return np.ascontiguousarray(x.transpose(axes))
 

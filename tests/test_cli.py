@@ -71,7 +71,10 @@ def test_unknown_yaml_key_and_unreadable_checkpoint(tmp_path, small_data):
     y = tmp_path / "c.yaml"
     y.write_text("epochs: 2\nlearning_rate: 0.1\n")
     r = _run(["train", "--config", str(y)])
-    assert r.returncode == 1 and r.stderr.strip() == "ftedge train: error: unknown config key 'learning_rate'"
+    assert (
+        r.returncode == 1
+        and r.stderr.strip() == "ftedge train: error: unknown config key 'learning_rate'"
+    )
     bad = tmp_path / "mobilenet_v2-0123abcd.pth"
     bad.write_bytes(b"garbage")
     r = _run(["train", "--model", str(bad), "--data", str(small_data), "--out", str(tmp_path)])

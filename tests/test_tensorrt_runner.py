@@ -10,7 +10,6 @@ tensorrt-stubs.
 
 from __future__ import annotations
 
-import ast
 import ctypes
 import json
 import re
@@ -26,6 +25,7 @@ import pytest
 from ftedge.runtime import cuda as C
 
 from ftedge.errors import FtedgeError
+from tests.typecheck import run_mypy
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -365,82 +365,13 @@ def test_runner_reports_a_plan_tensorrt_cannot_deserialize(
 
 
 # -- strict type check against tensorrt-stubs ----------------------------------------------------
-def _fix_stub_defaults(line: str) -> str:
-    """``f(a=..., b: int)`` is a syntax error: give later parameters a default."""
-    head, sep, rest = line.partition("(")
-    sig, close, tail = rest.rpartition(")")
-    out, seen = [], False
-    for p in sig.split(", "):
-        seen |= "=" in p
-        if seen and "=" not in p and ":" in p and not p.strip().startswith("*"):
-            p += " = ..."
-        out.append(p)
-    return head + sep + ", ".join(out) + close + tail
-
-
-def _sanitize_stub(text: str) -> str:
-    """tensorrt-stubs 10.13 has a few invalid lines (a parameter named ``in``, a non-default
-    parameter after defaults); mypy stops at syntax errors, so repair them in a copy."""
-    lines = re.sub(r"([(,] *)in: ", r"\1in_: ", text).splitlines()
-    for _ in range(200):
-        try:
-            ast.parse("\n".join(lines))
-            return "\n".join(lines) + "\n"
-        except SyntaxError as e:
-            i = (e.lineno or 1) - 1
-            fixed = _fix_stub_defaults(lines[i])
-            if fixed == lines[i]:
-                raise
-            lines[i] = fixed
-    raise AssertionError("too many syntax errors in tensorrt-stubs")
-
-
 MODULES = ["ftedge.export.tensorrt", "ftedge.runtime.runners.tensorrt", "ftedge.runtime.cuda"]
 
 
 def _run_strict_mypy(
     tmp_path: Path, extra: list[str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """mypy --strict on our modules, with the stubs really in effect.
-
-    The installed stub folders lack ``py.typed`` (mypy would treat tensorrt as Any) and the
-    editable install maps ftedge.export/ftedge.runtime through an import hook mypy cannot follow,
-    so both are laid out in a temporary MYPYPATH.
-    """
-    import importlib.util
-
-    pytest.importorskip("mypy")
-    spec = importlib.util.find_spec("tensorrt_stubs")
-    if spec is None or spec.origin is None:
-        pytest.skip("tensorrt-stubs is not installed")
-    site = Path(spec.origin).parents[1]
-    stubs, src = tmp_path / "stubs", tmp_path / "src" / "ftedge"
-    if not src.exists():  # lay out once per test
-        for pkg in ("tensorrt", "tensorrt_bindings"):
-            for f in (site / pkg).glob("*.pyi"):
-                (stubs / pkg).mkdir(parents=True, exist_ok=True)
-                (stubs / pkg / f.name).write_text(_sanitize_stub(f.read_text()))
-        src.mkdir(parents=True)
-        for f in (REPO / "ftedge").iterdir():
-            (src / f.name).symlink_to(f)
-        (src / "export").symlink_to(REPO / "export")
-        (src / "runtime").symlink_to(REPO / "runtime")
-    cfg = tmp_path / "mypy.ini"
-    cfg.write_text(
-        "[mypy]\npython_version = 3.11\nignore_missing_imports = True\nwarn_unused_ignores = True\n"
-        "[mypy-ftedge,ftedge.*]\nignore_errors = True\n"  # only our modules are judged here
-        f"[mypy-{','.join(MODULES)}]\nignore_errors = False\n"
-        "[mypy-tensorrt,tensorrt.*,tensorrt_bindings,tensorrt_bindings.*]\nignore_errors = True\n"
-        "[mypy-torch,torch.*,torchvision.*,timm.*]\nfollow_imports = skip\n"
-    )
-    args = [sys.executable, "-m", "mypy", "--strict", "--config-file", str(cfg),
-            "--cache-dir", str(tmp_path / "cache"), "--python-executable", sys.executable]  # fmt: skip
-    for m in MODULES:
-        args += ["-p", m]
-    env = {"PATH": "/usr/bin:/bin", "MYPYPATH": f"{tmp_path / 'src'}:{stubs}"}
-    return subprocess.run(
-        args + (extra or []), capture_output=True, text=True, env=env, timeout=300
-    )
+    return run_mypy(tmp_path, MODULES, strict=True, extra=extra)
 
 
 def test_mypy_strict_against_tensorrt_stubs(tmp_path: Path) -> None:

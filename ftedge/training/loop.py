@@ -395,8 +395,8 @@ def train(cfg: TrainConfig, *, resume: str | Path | None = None) -> TrainResult:
     t_features = time.perf_counter()
     loaders: dict[str, torch.utils.data.DataLoader] = {}
     if cache:
-        # Each rank embeds only its shard of every split (train rows in sampler order-space).
-        for name in ("train", "val", "test"):
+        # Each rank embeds only its shard of each split; test features wait for the test.
+        for name in ("train", "val"):
             idx = local(name)
             loader = _loader(dataset(name, eval_tf, idx), None, cfg, device)
             feats[name] = extract_features(
@@ -507,6 +507,10 @@ def train(cfg: TrainConfig, *, resume: str | Path | None = None) -> TrainResult:
     model.load_state_dict(read_state_dict(run_dir / "best.safetensors"))
     model.eval()
     if cache:
+        loader = _loader(dataset("test", eval_tf, local("test")), None, cfg, device)
+        feats["test"] = extract_features(
+            model.backbone, loader, ctx, "test", cfg.feature_cache_dir, show=main
+        )
         logits, labels_t = predict_cached(model.head, *feats["test"], ctx)
     else:
         logits, labels_t = predict_full(model, loaders["test"], ctx)
