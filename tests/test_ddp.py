@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 COMMON = ["--image-size", "64", "--epochs", "15", "--workers", "0", "--seed", "1"]
 
 
@@ -22,6 +24,7 @@ def _train(args: list[str], nproc: int) -> dict:
     return json.loads((out / "metrics.json").read_text())
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_matches_single_process(default_data, tmp_path):
     base = ["--data", str(default_data), "--out", str(tmp_path), *COMMON]
     single = _train([*base, "--name", "single", "--batch-size", "64"], 1)

@@ -10,9 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
-from ftedge.errors import FtedgeError
 from ftedge.runtime.preprocess import (
     PreprocessSpec,
     check_frame,
@@ -22,6 +19,9 @@ from ftedge.runtime.preprocess import (
     resize_crop,
     to_pil,
 )
+from PIL import Image
+
+from ftedge.errors import FtedgeError
 
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 HALF = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
@@ -130,7 +130,9 @@ def test_preprocessing_is_bit_exact_for_the_default_specs(photo_files: list[Path
         PreprocessSpec((3, 128, 128), "bicubic", 0.875, *HALF),
     ):
         for path in photo_files:
-            np.testing.assert_array_equal(preprocess_file(str(path), spec), _torch_reference(path, spec))
+            np.testing.assert_array_equal(
+                preprocess_file(str(path), spec), _torch_reference(path, spec)
+            )
 
 
 def test_uint8_crop_is_the_resized_crop_before_normalisation(photo_files: list[Path]) -> None:

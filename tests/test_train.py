@@ -121,6 +121,7 @@ def _train_cmd(data: Path, out: Path, name: str) -> list[str]:
     ]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_reproduces_the_uninterrupted_run(small_data, tmp_path):
     env = os.environ | {"PYTHONUNBUFFERED": "1"}
     ref = subprocess.run(
@@ -151,3 +152,14 @@ def test_resume_after_sigkill_reproduces_the_uninterrupted_run(small_data, tmp_p
     b = json.loads((tmp_path / "killed" / "metrics.json").read_text())
     assert len(b["epochs"]) == 4
     assert _comparable(a) == _comparable(b)
+
+
+@pytest.mark.needs_cuda
+def test_cuda_amp_channels_last_with_unfrozen_blocks(small_data, tmp_path):
+    result = train(_cfg(small_data, tmp_path, "cuda", unfreeze=2, epochs=2, device="cuda"))
+    m = result.metrics
+    assert m["device"].startswith("cuda") and m["amp"] in ("bfloat16", "float16")
+    assert not m["cached_features"] and m["test"]["accuracy"] >= 0.5
+    x = torch.randn(2, 3, 64, 64)
+    with torch.inference_mode():
+        assert torch.isfinite(load_checkpoint(result.run_dir).model(x)).all()
