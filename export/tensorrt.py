@@ -35,9 +35,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from ftedge.runtime.manifest import Artifact, Manifest, sha256_file
 
 from ftedge.errors import FtedgeError
+from ftedge.runtime.manifest import Artifact, Manifest, sha256_file
 
 TRT_DIR = "tensorrt"
 PRECISIONS = ("fp32", "fp16", "int8")

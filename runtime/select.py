@@ -188,9 +188,7 @@ def candidates(
             order = [o for o in order if o[2] == "openvino"]
     else:
         order = [
-            (fmt, prec, backend)
-            for fmt in BACKEND_FORMATS[backend]
-            for prec in PRECISION_ORDER
+            (fmt, prec, backend) for fmt in BACKEND_FORMATS[backend] for prec in PRECISION_ORDER
         ]
         if backend != "tensorrt":  # on CPU-like devices fp32 runs faster than fp16
             order.sort(key=lambda o: (BACKEND_FORMATS[backend].index(o[0]), _cpu_rank(o[1])))
@@ -210,7 +208,9 @@ def candidates(
             if baked is True and not _baked(a):
                 continue
             if a.status != "ok":
-                reasons.append(f"{a.name}: status {a.status}" + (f" ({a.message})" if a.message else ""))
+                reasons.append(
+                    f"{a.name}: status {a.status}" + (f" ({a.message})" if a.message else "")
+                )
                 continue
             dev = device_for(be, device)
             if dev is None:
@@ -220,7 +220,9 @@ def candidates(
                 installed[be] = backend_installed(be)
             if not installed[be]:
                 module, extra = EXTRAS[be]
-                reasons.append(f"{a.name}: {module} is not installed (pip install 'ftedge[{extra}]')")
+                reasons.append(
+                    f"{a.name}: {module} is not installed (pip install 'ftedge[{extra}]')"
+                )
                 continue
             out.append(Candidate(a, be, dev))
     return out, reasons
@@ -238,7 +240,9 @@ def no_candidate_error(
     what = f" with {chosen}" if chosen else ""
     if not manifest.artifacts:
         return FtedgeError(f"bundle {bundle_dir} has no artifacts (run 'ftedge export')")
-    missing = sorted({r.split("(pip install ")[1].rstrip(")") for r in reasons if "pip install" in r})
+    missing = sorted(
+        {r.split("(pip install ")[1].rstrip(")") for r in reasons if "pip install" in r}
+    )
     hint = f"; install a backend: pip install {' or '.join(missing)}" if missing else ""
     detail = "; ".join(dict.fromkeys(reasons)) or "no artifact matches"
     return FtedgeError(f"no runnable artifact in {bundle_dir}{what}: {detail}{hint}")

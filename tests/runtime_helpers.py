@@ -15,12 +15,12 @@ import numpy as np
 def build_test_bundle(run_dir: Path, dest: Path) -> Path:
     """Export ``run_dir``'s best checkpoint into a bundle directory at ``dest``."""
     import torch
-    from ftedge.runtime.manifest import Artifact, Manifest, sha256_file
-    from ftedge.runtime.preprocess import PreprocessSpec, preprocess_file
     from torch import nn
 
     from ftedge.checkpoint import load_checkpoint
     from ftedge.data.folders import DatasetSplits
+    from ftedge.runtime.manifest import Artifact, Manifest, sha256_file
+    from ftedge.runtime.preprocess import PreprocessSpec, preprocess_file
 
     ck = load_checkpoint(run_dir)
     meta = ck.meta

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from ftedge.runtime import load
-from ftedge.runtime.manifest import Manifest
-from ftedge.runtime.predict import FrameResult, annotate, open_source, predict
 from PIL import Image
 
 from ftedge.cli import main
+from ftedge.runtime import load
+from ftedge.runtime.manifest import Manifest
+from ftedge.runtime.predict import FrameResult, annotate, open_source, predict
 from tests.runtime_helpers import build_test_bundle
 
 cv2 = pytest.importorskip("cv2")

@@ -10,6 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
+
+from ftedge.errors import FtedgeError
 from ftedge.runtime.preprocess import (
     PreprocessSpec,
     check_frame,
@@ -19,9 +22,6 @@ from ftedge.runtime.preprocess import (
     resize_crop,
     to_pil,
 )
-from PIL import Image
-
-from ftedge.errors import FtedgeError
 
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 HALF = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))

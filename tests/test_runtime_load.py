@@ -15,12 +15,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from ftedge.runtime import Classifier, Prediction, load
-from ftedge.runtime.manifest import Artifact, Manifest
-from ftedge.runtime.select import candidates
 from PIL import Image
 
 from ftedge.errors import FtedgeError
+from ftedge.runtime import Classifier, Prediction, load
+from ftedge.runtime.manifest import Artifact, Manifest
+from ftedge.runtime.preprocess import preprocess
+from ftedge.runtime.select import candidates
 from tests.runtime_helpers import build_test_bundle
 
 
@@ -91,10 +92,15 @@ def test_classify_agrees_with_pytorch(
     refs = torch_ref.classify(frames + photos, topk=3)
     assert isinstance(preds, list) and isinstance(refs, list)
     assert len(preds) == len(frames) + len(photos)
-    assert [p.label for p in preds] == [r.label for r in refs]
-    # bf16 keeps ~3 significant digits: probabilities move by up to ~0.1 (measured 0.076).
+    # bf16 keeps ~3 significant digits: probabilities move by up to ~0.1 (measured 0.076), so
+    # top-1 must agree wherever PyTorch's top-1 leads by a clear margin; float runs: everywhere.
     bf16 = kwargs == {"backend": "openvino"} and executed == "bf16"
     tol = 0.15 if bf16 else 1e-4
+    clear = [r.scores[0] - r.scores[1] > (2 * tol if bf16 else 0) for r in refs]
+    assert sum(clear) >= len(refs) - 4
+    assert [p.label for p, c in zip(preds, clear, strict=True) if c] == [
+        r.label for r, c in zip(refs, clear, strict=True) if c
+    ]
     got = np.stack([p.probabilities for p in preds])
     want = np.stack([r.probabilities for r in refs])
     np.testing.assert_allclose(got, want, atol=tol)
@@ -151,6 +157,8 @@ def test_bgr_and_rgb_frames(bundle: Path, photos, kwargs: dict) -> None:
             a = clf.classify(rgb, color="rgb")
             b = clf.classify(bgr, color="bgr")
             np.testing.assert_array_equal(a.probabilities, b.probabilities)
+            if not clf.baked:  # the network input itself equals the training preprocessing
+                np.testing.assert_array_equal(clf.prepare(bgr, "bgr")[0], preprocess(rgb, clf.spec))
             # Stating the wrong order changes the input (these photos are colourful).
             c = clf.classify(bgr, color="rgb")
             assert not np.allclose(a.probabilities, c.probabilities, atol=1e-6)
@@ -331,12 +339,15 @@ def test_import_does_not_import_torch(tmp_path: Path) -> None:
 
 
 def test_runtime_and_predict_work_with_torch_unimportable(
-    bundle: Path, tmp_path: Path, photos
+    bundle: Path, tmp_path: Path, test_images
 ) -> None:
-    img = tmp_path / "cat.png"
-    Image.fromarray(photos[0]).save(img)
+    # A test-split image the model is sure about: every backend (bf16 included) agrees on it.
+    frame = test_images[0][0]
+    img = tmp_path / "item.png"
+    Image.fromarray(frame).save(img)
     with load(bundle, backend="onnxruntime") as clf:
-        expected = clf.classify(photos[0], topk=3)
+        expected = clf.classify_one(frame, topk=3)
+    assert expected.score > 0.9
     r = _run_python(
         f"""
         import json, sys

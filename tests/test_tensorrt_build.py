@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from ftedge.export import tensorrt as T
-from ftedge.runtime.manifest import Artifact, Manifest, sha256_file
 
 from ftedge.errors import FtedgeError
+from ftedge.export import tensorrt as T
+from ftedge.runtime.manifest import Artifact, Manifest, sha256_file
 
 H = W = 16
 

@@ -19,12 +19,12 @@ import types
 from pathlib import Path
 from typing import Any
 
-import ftedge.runtime.runners.tensorrt as R
 import numpy as np
 import pytest
-from ftedge.runtime import cuda as C
 
+import ftedge.runtime.runners.tensorrt as R
 from ftedge.errors import FtedgeError
+from ftedge.runtime import cuda as C
 from tests.typecheck import run_mypy
 
 REPO = Path(__file__).resolve().parents[1]

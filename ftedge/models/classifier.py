@@ -58,11 +58,13 @@ def build_head(num_features: int, spec: HeadSpec) -> nn.Sequential:
 
 def strip_classifier(model: nn.Module) -> int:
     """Remove the output layer in place; return the width of the features it consumed."""
-    if hasattr(model, "reset_classifier") and hasattr(model, "num_features"):
-        model.reset_classifier(0)
+    reset = getattr(model, "reset_classifier", None)
+    if callable(reset) and hasattr(model, "num_features"):
+        reset(0)
         # Some timm models (MobileNetV3) keep a conv_head after pooling: its width is the
         # pre-logits width, not num_features.
-        return int(getattr(model, "head_hidden_size", None) or model.num_features)
+        width: Any = getattr(model, "head_hidden_size", None) or model.num_features
+        return int(width)
     last: tuple[str, nn.Linear] | None = None
     for name, module in model.named_modules():
         if isinstance(module, nn.Linear):

@@ -11,6 +11,7 @@ wants, and ``describe()`` always reports the precision the compiled model really
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
 from typing import Any, ClassVar
 
@@ -70,7 +71,9 @@ class OpenVinoRunner(Runner):
     ) -> None:
         device = device.upper()
         if device.split(":")[0].split(".")[0] not in DEVICES:
-            raise FtedgeError(f"OpenVINO device must be one of {', '.join(DEVICES)}, got {device!r}")
+            raise FtedgeError(
+                f"OpenVINO device must be one of {', '.join(DEVICES)}, got {device!r}"
+            )
         if hint not in HINTS:
             raise FtedgeError(f"OpenVINO hint must be latency or throughput, got {hint!r}")
         if precision is not None and precision not in PRECISIONS:
@@ -168,7 +171,8 @@ class OpenVinoRunner(Runner):
                 rt = op.get_rt_info()
                 if "runtimePrecision" in rt:
                     value = rt["runtimePrecision"]
-                    counts[str(getattr(value, "astype", lambda _t: value)(str))] += 1
+                    # An OVAny: .astype(str) gives the plain string ("i8", "f32", ...).
+                    counts[str(value.astype(str) if hasattr(value, "astype") else value)] += 1
         except Exception:  # plugins without an execution graph (some NPU/GPU drivers)
             return {}
         counts.pop("", None)
@@ -196,8 +200,6 @@ class OpenVinoRunner(Runner):
         if self._compiled is not None:
             d["execution_precision"] = self.execution_precision()
             d["runtime_precisions"] = self.runtime_precisions()
-            try:
+            with contextlib.suppress(Exception):  # not every plugin exposes it
                 d["execution_devices"] = list(self._compiled.get_property("EXECUTION_DEVICES"))
-            except Exception:
-                pass
         return d

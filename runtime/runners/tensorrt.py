@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-from ftedge.runtime.cuda import CudaRuntime, load_cuda, parse_device
-from ftedge.runtime.runners.base import Runner, TensorMeta
 
 from ftedge.errors import FtedgeError
+from ftedge.runtime.cuda import CudaRuntime, load_cuda, parse_device
+from ftedge.runtime.runners.base import Runner, TensorMeta
 
 if TYPE_CHECKING:  # typed against tensorrt-stubs; imported for real only in _load_engine
     import tensorrt as trt

@@ -1,0 +1,250 @@
+"""``ftedge export`` end to end on a real (tiny) trained run: artifacts, verification, errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ftedge.cli import main
+from ftedge.runtime.manifest import Manifest
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("openvino")
+
+
+@pytest.fixture(scope="module")
+def bundle(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("bundles") / "tiny"
+    code = main([
+        "export", str(tiny_run), "--formats", "onnx,openvino", "--precision", "fp32,int8",
+        "--bake-preprocess", "rgb", "--out", str(out), "--no-progress",
+        "--max-accuracy-drop", "100",
+    ])  # fmt: skip
+    assert code == 0
+    return out
+
+
+def _parity_inputs(bundle: Path) -> tuple[np.ndarray, np.ndarray]:
+    with np.load(bundle / "parity_inputs.npz") as z:
+        return z["crops"], z["labels"]
+
+
+def test_manifest_contract_and_fp32_parity(bundle: Path, tiny_run: Path) -> None:
+    raw = json.loads((bundle / "manifest.json").read_text())
+    for key in ("schema_version", "labels", "preprocessing", "input", "artifacts"):
+        assert key in raw
+    m = Manifest.load(bundle)
+    meta = json.loads((tiny_run / "best.json").read_text())
+    assert m.labels == meta["classes"]
+    assert m.preprocessing["input_size"] == meta["preprocessing"]["input_size"]
+    names = {a.name for a in m.artifacts}
+    assert {"onnx-fp32", "onnx-fp32-baked", "onnx-int8", "openvino-fp32", "openvino-int8"} <= names
+    for a in m.artifacts:
+        assert a.status == "ok", a.message
+        for key in ("max_abs_diff", "top1_agreement"):
+            assert key in a.parity
+        assert a.accuracy is not None and a.accuracy_drop is not None
+        assert a.path in a.files and a.sha256 == a.files[a.path]
+    fp32 = m.find("onnx", "fp32")
+    assert fp32 is not None
+    assert fp32.parity["max_abs_diff"] < 1e-4
+    assert fp32.parity["top1_agreement"] == 1.0
+    ov32 = m.find("openvino", "fp32")
+    assert ov32 is not None and ov32.parity["execution_precision"] == "f32"
+    assert set(ov32.files) == {"openvino/fp32/model.xml", "openvino/fp32/model.bin"}
+    int8 = m.find("onnx", "int8")
+    assert int8 is not None and int8.details["activation_type"] == "uint8"
+    assert int8.details["weight_type"] == "int8" and int8.details["per_channel"]
+    ref = np.load(bundle / m.reference["logits"])
+    assert ref.shape == (len(m.data["test"]), len(m.labels))
+    y = np.array([t[1] for t in m.data["test"]])
+    assert m.reference["accuracy"] == pytest.approx(float((ref.argmax(1) == y).mean()))
+    assert len(m.data["calibration"]) == len(m.data["train"])  # default: all when < 300
+
+
+def test_onnx_is_self_describing(bundle: Path) -> None:
+    import onnx
+
+    model = onnx.load(str(bundle / "onnx/model.fp32.onnx"))
+    onnx.checker.check_model(model, full_check=True)
+    assert model.opset_import[0].version >= 17
+    props = {p.key: p.value for p in model.metadata_props}
+    m = Manifest.load(bundle)
+    assert json.loads(props["ftedge.labels"]) == m.labels
+    assert json.loads(props["ftedge.preprocessing"])["mean"] == m.preprocessing["mean"]
+    assert [i.name for i in model.graph.input] == ["input"]
+    assert [o.name for o in model.graph.output] == ["logits"]
+    assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param  # dynamic batch
+    assert not (bundle / "onnx/model.fp32.onnx.data").exists()  # one self-contained file
+
+
+def test_baked_model_on_raw_crops_matches_plain_model(bundle: Path) -> None:
+    from ftedge.runtime.preprocess import normalize
+    from ftedge.runtime.runners.onnxruntime import OnnxRuntimeRunner
+
+    m = Manifest.load(bundle)
+    crops, _ = _parity_inputs(bundle)
+    with OnnxRuntimeRunner(str(bundle / "onnx/model.fp32.onnx")) as r:
+        plain = r.infer({"input": normalize(crops, m.spec)})["logits"]
+    baked = m.find("onnx", "fp32", baked=True)
+    assert baked is not None and baked.input["dtype"] == "uint8"
+    with OnnxRuntimeRunner(str(bundle / baked.path)) as r:
+        got = r.infer({"input": crops})["logits"]
+    assert (got.argmax(1) == plain.argmax(1)).all()
+    np.testing.assert_allclose(got, plain, atol=1e-4)
+
+
+def test_fp32_onnx_same_top1_in_openvino(bundle: Path) -> None:
+    """An independent ONNX consumer (OpenVINO's ONNX frontend) gives the same top-1."""
+    from ftedge.runtime.preprocess import normalize
+    from ftedge.runtime.runners.openvino import OpenVinoRunner
+
+    m = Manifest.load(bundle)
+    crops, _ = _parity_inputs(bundle)
+    ref = np.load(bundle / "reference_logits.npy")[: len(crops)]
+    with OpenVinoRunner(str(bundle / "onnx/model.fp32.onnx"), precision="f32") as r:
+        out = r.infer({"input": normalize(crops, m.spec)})["logits"]
+    assert (out.argmax(1) == ref.argmax(1)).all()
+    assert np.abs(out - ref).max() < 1e-3
+
+
+def test_check_passes_then_fails_naming_altered_file(
+    bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["export", "--check", str(bundle)]) == 0
+    out = capsys.readouterr().out
+    assert "onnx-int8" in out and "files match" in out
+    copy = tmp_path / "b"
+    shutil.copytree(bundle, copy)
+    bin_path = copy / "openvino/fp32/model.bin"
+    data = bytearray(bin_path.read_bytes())
+    data[100] ^= 0xFF
+    bin_path.write_bytes(bytes(data))
+    assert main(["export", "--check", str(copy)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "openvino/fp32/model.bin" in err[0]
+
+
+def test_openvino_from_bundle_without_torch(bundle: Path, tmp_path: Path) -> None:
+    out = tmp_path / "ov"
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "from ftedge.cli import main\n"
+        f"rc = main(['export', {str(bundle)!r}, '--formats', 'openvino', '--precision', "
+        f"'fp32,fp16,int8', '--out', {str(out)!r}, '--no-progress', '--max-accuracy-drop', '100'])\n"
+        "assert 'torch' not in sys.modules or sys.modules['torch'] is None\n"
+        "sys.exit(rc)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    m = Manifest.load(out)
+    fp16 = m.find("openvino", "fp16")
+    assert fp16 is not None and fp16.status == "ok"
+    assert m.find("onnx", "int8") is not None  # earlier artifacts kept
+    assert (bundle / "manifest.json").is_file()  # the source bundle is untouched
+
+
+def _one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1, err
+    return err[0]
+
+
+def test_bad_inputs_are_one_line_errors(
+    tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out" / "b"
+    base = ["--out", str(out), "--no-progress"]
+    assert main(["export", str(tmp_path / "nothing"), *base]) == 1
+    assert "does not exist" in _one_line_error(capsys)
+    assert main(["export", str(tiny_run), "--formats", "onnx,tflite", *base]) == 1
+    assert "unknown format 'tflite'" in _one_line_error(capsys)
+    assert main(["export", str(tiny_run), "--formats", "onnx", "--precision", "fp16", *base]) == 1
+    assert "onnx does not support fp16" in _one_line_error(capsys)
+    assert main(["export", str(tiny_run), "--calib-images", "100000", *base]) == 1
+    assert "--calib-images 100000" in _one_line_error(capsys)
+    corrupt = tmp_path / "corrupt"
+    shutil.copytree(tiny_run, corrupt)
+    w = corrupt / "best.safetensors"
+    w.write_bytes(w.read_bytes()[:-64])
+    assert main(["export", str(corrupt), *base]) == 1
+    assert "corrupt" in _one_line_error(capsys)
+    # Nothing half-written left behind, and nothing that looks like a bundle.
+    assert not out.exists()
+    assert [p.name for p in (tmp_path / "out").iterdir()] == []
+
+
+def test_impossible_budget_fails_naming_artifact(
+    tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "b"
+    code = main([
+        "export", str(tiny_run), "--formats", "onnx", "--out", str(out), "--no-progress",
+        "--max-accuracy-drop", "-1000",
+    ])  # fmt: skip
+    assert code == 1
+    assert "onnx-int8" in capsys.readouterr().err
+    m = Manifest.load(out)
+    art = m.find("onnx", "int8")
+    assert art is not None and art.status == "failed"
+    assert art.details["sensitivity"]["attempts"][-1]["kept_float"] > 0
+    assert m.find("onnx", "fp32").status == "ok"  # type: ignore[union-attr]
+
+
+def test_bundle_directory_permissions_follow_umask(bundle: Path) -> None:
+    import os
+
+    umask = os.umask(0)
+    os.umask(umask)
+    assert bundle.stat().st_mode & 0o777 == 0o777 & ~umask
+
+
+def test_softmax_output(tiny_run: Path, tmp_path: Path) -> None:
+    from ftedge.runtime.preprocess import normalize
+    from ftedge.runtime.runners.onnxruntime import OnnxRuntimeRunner
+
+    out = tmp_path / "sm"
+    args = ["export", str(tiny_run), "--formats", "onnx", "--precision", "fp32", "--softmax"]
+    assert main([*args, "--out", str(out), "--no-progress"]) == 0
+    m = Manifest.load(out)
+    art = m.find("onnx", "fp32")
+    assert art is not None and art.output == {"name": "probabilities", "kind": "probabilities"}
+    assert art.parity["compared"] == "probabilities" and art.parity["top1_agreement"] == 1.0
+    crops, _ = _parity_inputs(out)
+    with OnnxRuntimeRunner(str(out / art.path)) as r:
+        p = r.infer({"input": normalize(crops, m.spec)})["probabilities"]
+    np.testing.assert_allclose(p.sum(1), 1.0, atol=1e-5)
+
+
+def test_tensorrt_step_records_skip_with_trtexec(bundle: Path, tmp_path: Path) -> None:
+    from ftedge.export.verify import backend_available
+
+    if backend_available("tensorrt"):
+        pytest.skip("TensorRT is installed: the engine is built instead")
+    out = tmp_path / "trt"
+    args = ["export", str(bundle), "--formats", "tensorrt", "--precision", "fp32,int8"]
+    assert main([*args, "--out", str(out), "--no-progress"]) == 0
+    m = Manifest.load(out)
+    for precision in ("fp32", "int8"):
+        art = m.find("tensorrt", precision)
+        assert art is not None and art.status == "skipped"
+        assert "trtexec" in json.dumps(art.details["trtexec"])
+    assert m.find("onnx", "int8") is not None  # the bundle's artifacts are kept
+
+
+def test_check_without_dataset_uses_stored_crops(
+    bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    copy = tmp_path / "moved"
+    shutil.copytree(bundle, copy)
+    raw = json.loads((copy / "manifest.json").read_text())
+    raw["data"]["root"] = str(tmp_path / "dataset-not-on-this-machine")
+    (copy / "manifest.json").write_text(json.dumps(raw))
+    assert main(["export", "--check", str(copy)]) == 0
+    assert "stored in the bundle" in capsys.readouterr().out
