@@ -516,7 +516,7 @@ def _onnx_int8_search(
     def attempt(exclude: list[str]) -> Artifact:
         quantize_qdq(
             src, calib, out, activation_type=act, symmetric_activations=sym, per_channel=True,
-            method=opts.calib_method,  # checked in plan()
+            method=opts.calib_method,  # type: ignore[arg-type]  # checked in plan()
             exclude_nodes=exclude, calibration_cache=cache,
         )  # fmt: skip
         _set_files(art, tmp, [out])
@@ -593,7 +593,7 @@ def _openvino(
         openvino_ir.save(q, xml, fp16=False)
         _set_files(art, tmp, [xml, xml.with_suffix(".bin")])
         verify_artifact(tmp, manifest, art, data, max_accuracy_drop=opts.max_accuracy_drop)
-        attempts = [{"kept_float": [], "accuracy_drop": art.accuracy_drop}]
+        attempts: list[dict[str, Any]] = [{"kept_float": [], "accuracy_drop": art.accuracy_drop}]
         if art.status == "failed":
             # 1) keep float what the ONNX INT8 gate needed (same graph, same node names), or the
             #    stem + classifier; 2) NNCF accuracy control (slow: ranks every quantizer).
