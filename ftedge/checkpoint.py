@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,14 +21,14 @@ from torch import nn
 
 from ftedge import __version__
 from ftedge.errors import FtedgeError
-from ftedge.runtime.manifest import atomic_write_text
+from ftedge.runtime.manifest import atomic_write_text, temp_beside
 
 FORMAT = "ftedge-checkpoint"
 VERSION = 1
 
 
 def _atomic_save(write: Any, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = temp_beside(path)
     os.close(fd)
     try:
         write(tmp)

@@ -170,7 +170,7 @@ def library_versions(names: tuple[str, ...] = LIBRARIES) -> dict[str, str]:
     # module name too (``tensorrt-stubs`` alone is type stubs, not TensorRT).
     if "tensorrt" not in out:
         for dist in metadata.distributions():
-            n = (dist.metadata.get("Name") or "").lower()
+            n = str(dist.metadata["Name"] or "").lower()
             if n.startswith("tensorrt") and "stubs" not in n and "bindings" not in n:
                 out["tensorrt"] = dist.version
                 break

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from ftedge.runtime.benchmark import BenchmarkOptions, Job, plan_bundle, plan_model, run_benchmark
 from ftedge.runtime.report import (
     LATENCY_FIELDS,
@@ -76,8 +77,9 @@ def _tiny_onnx(path: Path, *, baked: bool = False, batch: int | str = "batch") -
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real bundle: ONNX fp32, ONNX uint8-baked, OpenVINO IR fp32, test images on disk."""
-    from ftedge.runtime.manifest import Artifact, Manifest, sha256_file
     from PIL import Image
+
+    from ftedge.runtime.manifest import Artifact, Manifest, sha256_file
 
     out = tmp_path_factory.mktemp("bundle")
     _tiny_onnx(out / "model.onnx")
@@ -114,6 +116,7 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
         tests.append([f"c{i % CLASSES}/{i}.{'png' if i % 2 else 'jpg'}", i % CLASSES])
     # The reference logits (PyTorch's, in a real bundle): here plain onnxruntime on the fp32 model.
     import onnxruntime as ort
+
     from ftedge.runtime.preprocess import PreprocessSpec, preprocess_file
 
     spec = PreprocessSpec(input_size=(3, SIZE, SIZE), interpolation="bilinear", crop_pct=0.875)
@@ -222,6 +225,19 @@ def test_in_process_openvino_reports_execution_precision(bundle: Path) -> None:
     assert by_variant[None]["execution_precision"] in ("f32", "bf16", "f16")
     for r in report["results"]:
         _check_result(r)
+        assert r["shape"] == "static"  # compiled per batch size, like benchmark_app -shape
+        # OpenVINO's own request latency is measured inside the timed call: never above it
+        inner = r["backend_latency_ms"]
+        assert set(inner) == set(LATENCY_FIELDS)
+        assert inner["min"] <= r["latency_ms"]["min"] * 1.01
+        assert inner["p50"] <= r["latency_ms"]["p50"] * 1.01
+    # --dynamic-shapes: the dynamic-batch model as ftedge.runtime.load() runs it
+    dyn = BenchmarkOptions(backends=("openvino",), isolate=False, openvino_static=False,
+                           batches=(1, 2), **FAST)  # fmt: skip
+    plan = plan_bundle(bundle, dyn)
+    plan.jobs = [j for j in plan.jobs if j.format == "openvino" and j.variant is None]
+    results = run_benchmark(plan)["results"]
+    assert [(r["batch"], r["shape"]) for r in results] == [(1, "dynamic"), (2, "dynamic")]
 
 
 def test_measured_accuracy_reuses_export_verification(bundle: Path) -> None:
@@ -318,3 +334,19 @@ def test_benchmark_modules_do_not_import_torch() -> None:
         "assert 'torch' not in sys.modules and 'matplotlib' not in sys.modules, 'heavy import'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_tensorrt_jobs_use_the_tensorrt_runner(tmp_path: Path) -> None:
+    """No GPU here: the job finds the TensorRT runner class and fails with a clear error."""
+    from ftedge.runtime.benchmark import _make_runner, run_job
+
+    job = Job("tensorrt-fp16", "tensorrt", "fp16", "tensorrt", "cuda:0", str(tmp_path / "m.plan"))
+    runner = _make_runner(job, BenchmarkOptions(**FAST))
+    assert runner.backend == "tensorrt" and runner.device == "cuda:0"
+    out = run_job(job, BenchmarkOptions(**FAST))
+    assert out["error"] and "\n" not in out["error"]
+    # a bare .plan without TensorRT installed: planned as skipped, with the reason
+    (tmp_path / "m.plan").write_bytes(b"\0" * 16)
+    plan = plan_model(tmp_path / "m.plan", BenchmarkOptions(**FAST))
+    if not plan.jobs:
+        assert plan.skipped and "tensorrt" in plan.skipped[0]["reason"]

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from ftedge.runtime.power import (
     PowerSample,
     PowerSampler,

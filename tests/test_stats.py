@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+
 from ftedge.runtime.stats import UNSTABLE_COV, LatencyStats, check_consistent
 
 

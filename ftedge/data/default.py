@@ -45,6 +45,9 @@ def materialize_default(dest: str | Path | None = None) -> Path:
     dest.parent.mkdir(parents=True, exist_ok=True)
     # Build beside the destination and rename at the end: a killed run never leaves half a set.
     tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}."))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it 0700; the data set is an ordinary folder
     try:
         for split in ("train", "val", "test"):
             images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
