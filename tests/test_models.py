@@ -114,3 +114,35 @@ def test_unreadable_checkpoint_is_a_clear_error(tmp_path):
     bad.write_bytes(b"this is not a checkpoint")
     with pytest.raises(FtedgeError, match="unreadable checkpoint"):
         create_backbone(resolve_backbone(str(bad)))
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["tf_efficientnet_lite0", "tv:mobilenet_v2", "tv:resnet18", "timm:mobilenetv3_small_100"],
+)
+def test_batchnorm_folding_for_cached_features_is_exact_and_complete(name):
+    from ftedge.training.features import FrozenExtractor, fold_frozen_batchnorm
+
+    model = build_classifier(resolve_backbone(name), HeadSpec(3), pretrained=False).model
+    torch.manual_seed(0)
+    for m in model.modules():  # non-trivial statistics, so a wrong fold would show
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-1, 1)
+            m.running_var.uniform_(0.5, 2)
+            m.weight.data.uniform_(0.5, 1.5)
+    model.freeze_backbone(0)
+    model.eval()
+    x = torch.randn(4, 3, 64, 64)
+    n_bn = sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.backbone.modules())
+    with torch.inference_mode():
+        ref = model.backbone(x)
+        fast, n = fold_frozen_batchnorm(model.backbone, x)
+        assert n == n_bn > 0
+        assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.modules())
+        torch.testing.assert_close(fast(x), ref, rtol=1e-4, atol=1e-4)
+        ex = FrozenExtractor(model.backbone)
+        torch.testing.assert_close(ex(x), ref)  # first call: the reference itself
+        torch.testing.assert_close(ex(x), ref, rtol=1e-4, atol=1e-4)
+        assert ex.folded == n_bn
+    # The original backbone is untouched.
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.backbone.modules()) == n_bn

@@ -7,8 +7,11 @@ every epoch repeats identical work. Features are kept on the training device (RA
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import sys
+import warnings
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +21,90 @@ from torch import nn
 
 
 @torch.inference_mode()
+def fold_frozen_batchnorm(backbone: nn.Module, example: torch.Tensor) -> tuple[nn.Module, int]:
+    """A copy of a frozen backbone with every BatchNorm folded into the conv that feeds it.
+
+    An eval-mode BatchNorm is a per-channel affine map, so ``bn(conv(x))`` equals a conv with
+    scaled weights and a new bias; on this CPU BatchNorm is ~30% of Lite0's time. Pairs are
+    found generically by following the actual tensors of one forward pass (a BatchNorm whose
+    input *is* a conv's output object), so no per-architecture table is needed. timm's fused
+    BatchNormAct layers keep their dropout and activation. Returns (folded copy, pairs folded).
+    """
+    model = copy.deepcopy(backbone).eval()
+    outputs: dict[int, tuple[nn.Module, Any]] = {}
+    pairs: list[tuple[nn.Module, nn.Module]] = []
+
+    def conv_hook(mod: nn.Module, _inp: Any, out: torch.Tensor) -> None:
+        outputs[id(out)] = (mod, weakref.ref(out))
+
+    def bn_hook(mod: nn.Module, inp: tuple[torch.Tensor, ...]) -> None:
+        hit = outputs.get(id(inp[0]))
+        if hit is not None and hit[1]() is inp[0]:  # the very tensor the conv returned
+            pairs.append((hit[0], mod))
+
+    hooks = []
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            hooks.append(m.register_forward_hook(conv_hook))
+        elif isinstance(m, nn.BatchNorm2d) and m.track_running_stats:
+            hooks.append(m.register_forward_pre_hook(bn_hook))
+    model(example[:1])
+    for h in hooks:
+        h.remove()
+    parents = {
+        id(m): (parent, name) for parent in model.modules() for name, m in parent.named_children()
+    }
+    folded: set[int] = set()
+    for conv, bn in pairs:
+        assert isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d)
+        if id(conv) in folded or bn.running_var is None or bn.running_mean is None:
+            continue
+        folded.add(id(conv))
+        gamma = bn.weight if bn.weight is not None else torch.ones_like(bn.running_var)
+        scale = gamma / torch.sqrt(bn.running_var + bn.eps)
+        shift = bn.bias if bn.bias is not None else torch.zeros_like(scale)
+        bias = conv.bias if conv.bias is not None else torch.zeros_like(scale)
+        conv.weight = nn.Parameter(conv.weight * scale.reshape(-1, 1, 1, 1), requires_grad=False)
+        conv.bias = nn.Parameter((bias - bn.running_mean) * scale + shift, requires_grad=False)
+        after = [
+            getattr(bn, a) for a in ("drop", "act") if isinstance(getattr(bn, a, None), nn.Module)
+        ]
+        parent, name = parents[id(bn)]
+        setattr(parent, name, nn.Sequential(*after) if after else nn.Identity())
+    return model, len(folded)
+
+
+class FrozenExtractor:
+    """The backbone used for cached features: BN-folded, checked once against the original."""
+
+    def __init__(self, backbone: nn.Module) -> None:
+        self.reference = backbone
+        self.fast: nn.Module | None = None
+        self.folded = 0
+        self.checked = False
+
+    @torch.inference_mode()
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.checked:
+            return (self.fast or self.reference)(x)
+        self.checked = True
+        self.reference.eval()
+        ref = self.reference(x)
+        try:
+            fast, n = fold_frozen_batchnorm(self.reference, x)
+            got = fast(x)
+        except Exception as e:  # an exotic graph: keep the original, and say so
+            warnings.warn(f"BatchNorm folding skipped: {e}", stacklevel=2)
+            return ref
+        # Folding only reorders float arithmetic; a larger difference means a wrong match.
+        if n and torch.allclose(got.float(), ref.float(), rtol=1e-3, atol=1e-4):
+            self.fast, self.folded = fast, n
+        return ref
+
+
+@torch.inference_mode()
 def extract_features(
-    backbone: nn.Module,
+    extractor: FrozenExtractor,
     loader: torch.utils.data.DataLoader,
     ctx: Any,
     name: str,
@@ -29,7 +114,6 @@ def extract_features(
     """(features [N, F] float32, labels [N] int64) for every batch of ``loader``."""
     from tqdm.auto import tqdm
 
-    backbone.eval()
     chunks: list[torch.Tensor] = []
     labels: list[torch.Tensor] = []
     writer = None
@@ -38,7 +122,7 @@ def extract_features(
     ):
         x = x.to(ctx.device, non_blocking=True, memory_format=ctx.memory_format)
         with ctx.autocast():
-            f = backbone(x).float()
+            f = extractor(x).float()
         labels.append(y)
         if cache_dir is None:
             chunks.append(f)

@@ -42,7 +42,7 @@ from ftedge.errors import FtedgeError
 from ftedge.models import FtedgeClassifier, HeadSpec, build_classifier, resolve_backbone
 from ftedge.runtime.manifest import atomic_write_text
 from ftedge.training import distributed as dist
-from ftedge.training.features import extract_features
+from ftedge.training.features import FrozenExtractor, extract_features
 from ftedge.training.metrics import classification_report, plot_confusion, plot_curves
 
 METRICS_SCHEMA_VERSION = 1
@@ -394,13 +394,14 @@ def train(cfg: TrainConfig, *, resume: str | Path | None = None) -> TrainResult:
     feats: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     t_features = time.perf_counter()
     loaders: dict[str, torch.utils.data.DataLoader] = {}
+    extractor = FrozenExtractor(model.backbone)
     if cache:
         # Each rank embeds only its shard of each split; test features wait for the test.
         for name in ("train", "val"):
             idx = local(name)
             loader = _loader(dataset(name, eval_tf, idx), None, cfg, device)
             feats[name] = extract_features(
-                model.backbone, loader, ctx, name, cfg.feature_cache_dir, show=main
+                extractor, loader, ctx, name, cfg.feature_cache_dir, show=main
             )
     else:
         loaders["train"] = _loader(dataset("train", train_tf), sampler, cfg, device)
@@ -509,7 +510,7 @@ def train(cfg: TrainConfig, *, resume: str | Path | None = None) -> TrainResult:
     if cache:
         loader = _loader(dataset("test", eval_tf, local("test")), None, cfg, device)
         feats["test"] = extract_features(
-            model.backbone, loader, ctx, "test", cfg.feature_cache_dir, show=main
+            extractor, loader, ctx, "test", cfg.feature_cache_dir, show=main
         )
         logits, labels_t = predict_cached(model.head, *feats["test"], ctx)
     else:
