@@ -113,8 +113,26 @@ class Runner(abc.ABC):
     @abc.abstractmethod
     def _deactivate(self) -> None: ...
 
-    @abc.abstractmethod
-    def input_metadata(self) -> dict[str, TensorMeta]: ...
+    # -- I/O metadata -------------------------------------------------------------------------
+    # Backends fill ``_inputs``/``_outputs`` when they open the model; ``_load_metadata`` reads
+    # them without activating, for callers that ask first (a runner may override both getters).
+    _inputs: dict[str, TensorMeta] | None = None
+    _outputs: dict[str, TensorMeta] | None = None
+
+    def _load_metadata(self) -> None:
+        raise FtedgeError(f"{self.name}: activate the runner before asking for its inputs")
+
+    def input_metadata(self) -> dict[str, TensorMeta]:
+        if self._inputs is None:
+            self._load_metadata()
+        assert self._inputs is not None
+        return dict(self._inputs)
+
+    def output_metadata(self) -> dict[str, TensorMeta]:
+        if self._outputs is None:
+            self._load_metadata()
+        assert self._outputs is not None
+        return dict(self._outputs)
 
     def describe(self) -> dict[str, Any]:
         """Facts about the active session (device, execution precision...) for reports."""

@@ -129,20 +129,9 @@ class OnnxRuntimeRunner(Runner):
         self._session = None
 
     # -- metadata -----------------------------------------------------------------------------
-    def _ensure_metadata(self) -> None:
-        if self._inputs is None:
-            # Not active yet: open a throw-away single-threaded session just to read the I/O.
-            self._read_metadata(self._make_session(1))
-
-    def input_metadata(self) -> dict[str, TensorMeta]:
-        self._ensure_metadata()
-        assert self._inputs is not None
-        return dict(self._inputs)
-
-    def output_metadata(self) -> dict[str, TensorMeta]:
-        self._ensure_metadata()
-        assert self._outputs is not None
-        return dict(self._outputs)
+    def _load_metadata(self) -> None:
+        # Not active yet: open a throw-away single-threaded session just to read the I/O.
+        self._read_metadata(self._make_session(1))
 
     def describe(self) -> dict[str, Any]:
         ort = _import_ort()

@@ -146,20 +146,9 @@ class OpenVinoRunner(Runner):
         self._compiled = None
 
     # -- metadata -----------------------------------------------------------------------------
-    def _ensure_metadata(self) -> None:
-        if self._inputs is None:
-            _, model = self._read_model()
-            self._read_metadata(model)
-
-    def input_metadata(self) -> dict[str, TensorMeta]:
-        self._ensure_metadata()
-        assert self._inputs is not None
-        return dict(self._inputs)
-
-    def output_metadata(self) -> dict[str, TensorMeta]:
-        self._ensure_metadata()
-        assert self._outputs is not None
-        return dict(self._outputs)
+    def _load_metadata(self) -> None:
+        _, model = self._read_model()
+        self._read_metadata(model)
 
     def runtime_precisions(self) -> dict[str, int]:
         """How many execution-graph nodes run in each precision (e.g. {"i8": 60, "f32": 9})."""
