@@ -310,6 +310,7 @@ def train(cfg: TrainConfig, *, resume: str | Path | None = None) -> TrainResult:
         resume_dir = Path(resume).resolve()
         cfg = load_resume_config(resume_dir)
     else:
+        resolve_backbone(cfg.model)  # a bad --model fails before any data is written or scanned
         cfg = resolve_config(cfg)
     device = pick_device(cfg.device, ddp.local_rank)
     if device.type == "cuda":
