@@ -47,6 +47,8 @@ from ftedge.runtime.manifest import (
     PRECISIONS,
     Artifact,
     Manifest,
+    mkdtemp_beside,
+    point_latest,
     sha256_file,
 )
 from ftedge.runtime.preprocess import PreprocessSpec
@@ -277,10 +279,7 @@ def export_bundle(
         meta, splits = _run_source(source)  # fails early, before anything is written
     dest = Path(opts.out).expanduser() if opts.out else default_destination(source, src_is_bundle)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.tmp-"))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it 0700; a bundle is an ordinary directory
+    tmp = mkdtemp_beside(dest, prefix=f".{dest.name}.tmp-")
     steps = _Steps(2 + sum(len(v) for v in per.values()), opts.progress)
     try:
         if src_is_bundle:
@@ -342,7 +341,7 @@ def export_bundle(
         manifest.save(tmp)
         _swap_into_place(tmp, dest)
         if not opts.out and not src_is_bundle:
-            _point_latest(dest)
+            point_latest(dest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -669,17 +668,6 @@ def _swap_into_place(tmp: Path, dest: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(tmp, dest)
-
-
-def _point_latest(dest: Path) -> None:
-    link = dest.parent / "latest"
-    if link.exists() and not link.is_symlink():
-        return
-    tmp_link = dest.parent / f".latest.{os.getpid()}"
-    with contextlib.suppress(FileNotFoundError):
-        tmp_link.unlink()
-    tmp_link.symlink_to(dest.name)
-    os.replace(tmp_link, link)
 
 
 def artifact_size(bundle_dir: Path, artifact: Artifact) -> int | None:

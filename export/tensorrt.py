@@ -37,7 +37,7 @@ from typing import Any, Literal
 import numpy as np
 
 from ftedge.errors import FtedgeError
-from ftedge.runtime.manifest import Artifact, Manifest, sha256_file
+from ftedge.runtime.manifest import Artifact, Manifest, atomic_write_bytes, sha256_file
 
 TRT_DIR = "tensorrt"
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -484,9 +484,9 @@ def build_engine(
             f"TensorRT failed to build an engine from {onnx_path.name} (see log above)"
         )
     plan_path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write_bytes(plan_path, memoryview(serialized).tobytes())
+    atomic_write_bytes(plan_path, memoryview(serialized).tobytes())
     timing_cache.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write_bytes(timing_cache, memoryview(config.get_timing_cache().serialize()).tobytes())
+    atomic_write_bytes(timing_cache, memoryview(config.get_timing_cache().serialize()).tobytes())
     return {"build_seconds": round(seconds, 3), "timing_cache": str(timing_cache)}
 
 
@@ -495,12 +495,6 @@ def _enum(enum_cls: Any, name: str) -> Any:
     if value is None:
         raise FtedgeError(f"this TensorRT has no {enum_cls.__name__}.{name}")
     return value
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 # -- the export step --------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from ftedge.errors import FtedgeError
+from ftedge.runtime.classifier import softmax
 from ftedge.runtime.manifest import Artifact, Manifest, sha256_file
 from ftedge.runtime.runners.base import Runner
 
@@ -51,11 +52,6 @@ class EvalData:
     @property
     def reference_accuracy(self) -> float:
         return float((self.reference.argmax(1) == self.labels).mean())
-
-
-def softmax(x: np.ndarray) -> np.ndarray:
-    e = np.exp(x - x.max(axis=1, keepdims=True))
-    return np.asarray(e / e.sum(axis=1, keepdims=True), np.float32)
 
 
 def load_eval_data(bundle_dir: Path, manifest: Manifest, *, allow_subset: bool) -> EvalData:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,23 +20,10 @@ from torch import nn
 
 from ftedge import __version__
 from ftedge.errors import FtedgeError
-from ftedge.runtime.manifest import atomic_write_text, temp_beside
+from ftedge.runtime.manifest import atomic_write_text, atomic_write_with
 
 FORMAT = "ftedge-checkpoint"
 VERSION = 1
-
-
-def _atomic_save(write: Any, path: Path) -> None:
-    fd, tmp = temp_beside(path)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def config_sha256(config: dict[str, Any]) -> str:
@@ -61,9 +47,9 @@ def save_checkpoint(
     stem.parent.mkdir(parents=True, exist_ok=True)
     weights = stem.with_suffix(".safetensors")
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    _atomic_save(lambda tmp: save_file(state, tmp), weights)
+    atomic_write_with(weights, lambda tmp: save_file(state, tmp))
     if train_state is not None:
-        _atomic_save(lambda tmp: torch.save(train_state, tmp), stem.with_suffix(".state.pt"))
+        atomic_write_with(stem.with_suffix(".state.pt"), lambda tmp: torch.save(train_state, tmp))
     from ftedge.runtime.manifest import sha256_file
 
     full = {

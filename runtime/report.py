@@ -71,9 +71,6 @@ def write_json(report: dict[str, Any], path: str | os.PathLike[str]) -> Path:
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(p, json.dumps(report, indent=2, default=str) + "\n")
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(p, 0o666 & ~umask)
     return p
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -89,3 +90,6 @@ def test_default_dataset_is_a_stratified_real_image_folder(default_data):
     names = [Path(x.path).name for n in ("train", "val", "test") for x in s.split(n)]
     assert len(set(names)) == 3500
     assert (default_data / "LICENSE.txt").read_text().count("MIT License") == 1
+    umask = os.umask(0)
+    os.umask(umask)
+    assert default_data.stat().st_mode & 0o777 == 0o777 & ~umask  # not mkdtemp's 0700

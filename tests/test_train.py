@@ -35,6 +35,11 @@ def test_tiny_run_layout(tiny_run):
               "splits.json", "metrics.json", "config.yaml", "curves.png", "confusion_matrix.png"):  # fmt: skip
         assert (tiny_run / f).is_file(), f
     assert (tiny_run.parent / "latest").resolve() == tiny_run.resolve()
+    # Atomic writes go through 0600 temp files: the results still get the user's umask.
+    umask = os.umask(0)
+    os.umask(umask)
+    for f in ("best.safetensors", "best.json", "metrics.json", "config.yaml"):
+        assert (tiny_run / f).stat().st_mode & 0o777 == 0o666 & ~umask, f
     m = json.loads((tiny_run / "metrics.json").read_text())
     for e in m["epochs"]:
         assert {

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from ftedge.runtime.manifest import mkdtemp_beside
 
 ASSET = "fashion_mnist_sample.npz"
 NAME = "fashion-mnist-sample"
@@ -44,10 +45,7 @@ def materialize_default(dest: str | Path | None = None) -> Path:
     classes = [str(c) for c in arrays["classes"]]
     dest.parent.mkdir(parents=True, exist_ok=True)
     # Build beside the destination and rename at the end: a killed run never leaves half a set.
-    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}."))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it 0700; the data set is an ordinary folder
+    tmp = mkdtemp_beside(dest, prefix=f".{dest.name}.")
     try:
         for split in ("train", "val", "test"):
             images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]

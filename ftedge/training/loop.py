@@ -40,7 +40,7 @@ from ftedge.data.torch_data import EpochShardSampler, ImageDataset, shard
 from ftedge.data.transforms import eval_transform, train_transform
 from ftedge.errors import FtedgeError
 from ftedge.models import FtedgeClassifier, HeadSpec, build_classifier, resolve_backbone
-from ftedge.runtime.manifest import atomic_write_text
+from ftedge.runtime.manifest import atomic_write_text, point_latest
 from ftedge.training import distributed as dist
 from ftedge.training.features import FrozenExtractor, extract_features
 from ftedge.training.metrics import classification_report, plot_confusion, plot_curves
@@ -114,15 +114,6 @@ def new_run_dir(cfg: TrainConfig) -> Path:
         run_dir, i = out / f"{name}-{i}", i + 1
     run_dir.mkdir(parents=True, exist_ok=cfg.name is not None)
     return run_dir
-
-
-def point_latest(run_dir: Path) -> None:
-    """``<out>/latest`` -> run_dir, replaced atomically."""
-    link = run_dir.parent / "latest"
-    tmp = run_dir.parent / f".latest.{os.getpid()}"
-    tmp.unlink(missing_ok=True)
-    tmp.symlink_to(run_dir.name)
-    os.replace(tmp, link)
 
 
 def resolve_config(cfg: TrainConfig) -> TrainConfig:
