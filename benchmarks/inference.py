@@ -81,10 +81,14 @@ def main(argv: list[str] | None = None) -> int:
         return max(cands, key=lambda c: c[1]["ips"])
 
     env = reports[0]["environment"]
-    print(f"\nmachine: {machine_label(env)}; threads: {args.threads or 'library default'}; "
-          f"rounds: {args.rounds} (medians)\n")  # fmt: skip
-    head = ("| artifact | backend | precision | accuracy | p50 b1 ms | vs torch b1 | best batch | "
-            "ms/img at best | img/s at best | vs torch best |")  # fmt: skip
+    print(
+        f"\nmachine: {machine_label(env)}; threads: {args.threads or 'library default'}; "
+        f"rounds: {args.rounds} (medians)\n"
+    )
+    head = (
+        "| artifact | backend | precision | accuracy | p50 b1 ms | vs torch b1 | best batch | "
+        "ms/img at best | img/s at best | vs torch best |"
+    )
     print(head)
     print("|" + "---|" * 10)
     t1 = med.get((*torch_key, 1)) if torch_key else None
@@ -97,10 +101,20 @@ def main(argv: list[str] | None = None) -> int:
         acc = r.get("accuracy")
         s1 = t1["p50"] / b1["p50"] if (t1 and b1) else None
         sb = mb["ips"] / tb["ips"] if tb else None
-        rows.append({"artifact": k[0], "backend": k[1], "device": k[2], "accuracy": acc,
-                     "p50_b1_ms": b1["p50"] if b1 else None, "speedup_b1": s1, "best_batch": bb,
-                     "ms_per_image_best": 1000.0 / mb["ips"], "ips_best": mb["ips"],
-                     "speedup_best": sb})  # fmt: skip
+        rows.append(
+            {
+                "artifact": k[0],
+                "backend": k[1],
+                "device": k[2],
+                "accuracy": acc,
+                "p50_b1_ms": b1["p50"] if b1 else None,
+                "speedup_b1": s1,
+                "best_batch": bb,
+                "ms_per_image_best": 1000.0 / mb["ips"],
+                "ips_best": mb["ips"],
+                "speedup_best": sb,
+            }
+        )
         cells = [
             k[0],
             k[1],

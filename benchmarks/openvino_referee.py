@@ -50,8 +50,23 @@ def benchmark_app_median(
 ) -> tuple[float, str]:
     """benchmark_app's median latency in ms (and its command line)."""
     exe = shutil.which("benchmark_app") or str(Path(sys.executable).parent / "benchmark_app")
-    cmd = [exe, "-m", str(xml), "-d", "CPU", "-hint", "latency", "-api", "sync", "-nireq", "1",
-           "-shape", "[" + ",".join(map(str, shape)) + "]", "-t", str(int(max(1, seconds)))]  # fmt: skip
+    cmd = [
+        exe,
+        "-m",
+        str(xml),
+        "-d",
+        "CPU",
+        "-hint",
+        "latency",
+        "-api",
+        "sync",
+        "-nireq",
+        "1",
+        "-shape",
+        "[" + ",".join(map(str, shape)) + "]",
+        "-t",
+        str(int(max(1, seconds))),
+    ]
     if precision:
         cmd += ["-infer_precision", precision]
     if threads:
@@ -108,8 +123,10 @@ def main(argv: list[str] | None = None) -> int:
     from ftedge.runtime.runners.openvino import OpenVinoRunner
 
     meta = next(iter(OpenVinoRunner(str(xml)).input_metadata().values()))
-    shape = [args.batch if (i == 0 or not isinstance(d, int) or d < 0) else d
-             for i, d in enumerate(meta.shape)]  # fmt: skip
+    shape = [
+        args.batch if (i == 0 or not isinstance(d, int) or d < 0) else d
+        for i, d in enumerate(meta.shape)
+    ]
     if any(d < 1 for d in shape):
         raise FtedgeError(f"cannot make a static shape from {meta.shape}")
     choices: dict[str, list[str | None]] = {
@@ -139,33 +156,56 @@ def main(argv: list[str] | None = None) -> int:
         agree = 1 / (1 + args.tolerance) <= ratio <= 1 + args.tolerance
         ok &= agree
         c = statistics.median(inner) if inner else None
-        rows.append({"precision_hint": prec or "default", "execution_precision": exec_prec,
-                     "ftedge_p50_ms": a, "benchmark_app_median_ms": b, "ratio": ratio,
-                     "ftedge_backend_p50_ms": c, "backend_ratio": c / b if c else None,
-                     "ftedge_backend_runs_ms": inner,
-                     "agree": agree, "ftedge_runs_ms": ours, "benchmark_app_runs_ms": theirs,
-                     "benchmark_app_command": cmd})  # fmt: skip
+        rows.append(
+            {
+                "precision_hint": prec or "default",
+                "execution_precision": exec_prec,
+                "ftedge_p50_ms": a,
+                "benchmark_app_median_ms": b,
+                "ratio": ratio,
+                "ftedge_backend_p50_ms": c,
+                "backend_ratio": c / b if c else None,
+                "ftedge_backend_runs_ms": inner,
+                "agree": agree,
+                "ftedge_runs_ms": ours,
+                "benchmark_app_runs_ms": theirs,
+                "benchmark_app_command": cmd,
+            }
+        )
     print(
         f"model: {xml}  shape: {shape}  threads: {args.threads or 'default'}  "
         f"rounds: {args.rounds} x {args.seconds:.0f} s per side, alternating"
     )
-    print("| precision hint | runs in | ftedge p50 ms | benchmark_app median ms | ratio | within "
-          f"{100 * args.tolerance:.0f}% | ftedge backend-side p50 ms | its ratio |")  # fmt: skip
+    print(
+        "| precision hint | runs in | ftedge p50 ms | benchmark_app median ms | ratio | within "
+        f"{100 * args.tolerance:.0f}% | ftedge backend-side p50 ms | its ratio |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         inner_ms, inner_ratio = r["ftedge_backend_p50_ms"], r["backend_ratio"]
-        print(f"| {r['precision_hint']} | {r['execution_precision']} | {r['ftedge_p50_ms']:.3f} | "
-              f"{r['benchmark_app_median_ms']:.3f} | {r['ratio']:.3f} | "
-              f"{'yes' if r['agree'] else 'NO'} | "
-              f"{'-' if inner_ms is None else f'{inner_ms:.3f}'} | "
-              f"{'-' if inner_ratio is None else f'{inner_ratio:.3f}'} |")  # fmt: skip
+        print(
+            f"| {r['precision_hint']} | {r['execution_precision']} | {r['ftedge_p50_ms']:.3f} | "
+            f"{r['benchmark_app_median_ms']:.3f} | {r['ratio']:.3f} | "
+            f"{'yes' if r['agree'] else 'NO'} | "
+            f"{'-' if inner_ms is None else f'{inner_ms:.3f}'} | "
+            f"{'-' if inner_ratio is None else f'{inner_ratio:.3f}'} |"
+        )
     if args.json:
         from ftedge.runtime.environment import capture_environment
         from ftedge.runtime.report import write_json
 
-        write_json({"schema_version": 1, "kind": "ftedge-openvino-referee", "model": str(xml),
-                    "shape": shape, "threads": args.threads, "environment": capture_environment(), "rows": rows},
-                   args.json)  # fmt: skip
+        write_json(
+            {
+                "schema_version": 1,
+                "kind": "ftedge-openvino-referee",
+                "model": str(xml),
+                "shape": shape,
+                "threads": args.threads,
+                "environment": capture_environment(),
+                "rows": rows,
+            },
+            args.json,
+        )
     json.dumps(rows)
     return 0 if ok else 1
 

@@ -63,9 +63,16 @@ def gpu_amp(out: Path, data: str) -> dict:
         ("amp_channels_last", dict(amp="auto", channels_last=True)),
     ):
         cfg = TrainConfig(
-            data=data, out=str(out), name=f"gpu-{name}", epochs=3, patience=0, unfreeze=2,
-            image_size=224, batch_size=128, **kw,
-        )  # fmt: skip
+            data=data,
+            out=str(out),
+            name=f"gpu-{name}",
+            epochs=3,
+            patience=0,
+            unfreeze=2,
+            image_size=224,
+            batch_size=128,
+            **kw,
+        )
         m = train(cfg).metrics
         secs = sorted(e["seconds"] for e in m["epochs"])[1]
         res[name] = {"images_per_s": round(m["data"]["train"] / secs, 1), "amp": m["amp"]}
@@ -90,12 +97,20 @@ def main() -> None:
     print(f"{'':24}{'cached':>12}{'full loop':>12}")
     for key in ("median_epoch_seconds", "feature_seconds", "total_seconds", "test_accuracy"):
         print(f"{key:24}{cached[key]:>12}{full[key]:>12}")
-    print(f"speed-up over {a.epochs} epochs: {ratio:.1f}x; accuracy difference: "
-          f"{100 * abs(cached['test_accuracy'] - full['test_accuracy']):.2f} points")  # fmt: skip
+    print(
+        f"speed-up over {a.epochs} epochs: {ratio:.1f}x; accuracy difference: "
+        f"{100 * abs(cached['test_accuracy'] - full['test_accuracy']):.2f} points"
+    )
     if gpu:
         print(f"GPU, top blocks unfrozen: {gpu}")
-    result = {"machine": machine(), "epochs": a.epochs, "cached": cached, "full": full,
-              "speedup": round(ratio, 2), "gpu_amp": gpu}  # fmt: skip
+    result = {
+        "machine": machine(),
+        "epochs": a.epochs,
+        "cached": cached,
+        "full": full,
+        "speedup": round(ratio, 2),
+        "gpu_amp": gpu,
+    }
     if a.json:
         a.json.write_text(json.dumps(result, indent=2) + "\n")
 

@@ -41,15 +41,13 @@ from ftedge.export.verify import (
     load_eval_data,
     verify_artifact,
 )
+from ftedge.files import mkdtemp_beside, point_latest, sha256_file
 from ftedge.runtime.manifest import (
     FORMATS,
     MANIFEST_NAME,
     PRECISIONS,
     Artifact,
     Manifest,
-    mkdtemp_beside,
-    point_latest,
-    sha256_file,
 )
 from ftedge.runtime.preprocess import PreprocessSpec
 
@@ -181,8 +179,13 @@ class _Steps:
         if enabled:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total, desc="export", unit="step", leave=False,
-                            bar_format="{desc:<40} {n_fmt}/{total_fmt} [{elapsed}]")  # fmt: skip
+            self.bar = tqdm(
+                total=total,
+                desc="export",
+                unit="step",
+                leave=False,
+                bar_format="{desc:<40} {n_fmt}/{total_fmt} [{elapsed}]",
+            )
 
     @contextlib.contextmanager
     def step(self, name: str) -> Iterator[None]:
@@ -246,8 +249,12 @@ def _versions() -> dict[str, str]:
 
 
 def _fmt_input(spec: PreprocessSpec) -> dict[str, Any]:
-    return {"name": "input", "dtype": "float32", "layout": "NCHW",
-            "shape": [-1, 3, spec.height, spec.width]}  # fmt: skip
+    return {
+        "name": "input",
+        "dtype": "float32",
+        "layout": "NCHW",
+        "shape": [-1, 3, spec.height, spec.width],
+    }
 
 
 def _files(bundle: Path, paths: list[Path]) -> dict[str, str]:
@@ -394,14 +401,17 @@ def _from_run(
         "ftedge_version": __version__,
         "created": _now(),
         "run_dir": str(run.resolve()),
-        "checkpoint": {"path": str(loaded.path), "sha256": meta.get("weights_sha256"),
-                       "epoch": meta.get("epoch")},
+        "checkpoint": {
+            "path": str(loaded.path),
+            "sha256": meta.get("weights_sha256"),
+            "epoch": meta.get("epoch"),
+        },
         "backbone": meta.get("backbone"),
         "head": meta.get("head"),
         "config_sha256": meta.get("config_sha256"),
         "val_accuracy": meta.get("val_accuracy"),
         "test_accuracy": meta.get("test_accuracy"),
-    }  # fmt: skip
+    }
     out_kind = "probabilities" if opts.softmax else "logits"
     out_name = onnx_export.PROBS_NAME if opts.softmax else onnx_export.LOGITS_NAME
     manifest = Manifest(
@@ -410,13 +420,21 @@ def _from_run(
         input=_fmt_input(spec),
         output={"name": out_name, "kind": out_kind},
         provenance=provenance,
-        data={"root": splits.root, "test": [list(t) for t in test],
-              "calibration": [list(c) for c in calib_samples], "train": [list(t) for t in train]},
-        reference={"accuracy": ref_acc, "logits": REFERENCE_LOGITS,
-                   "logits_sha256": sha256_file(tmp / REFERENCE_LOGITS),
-                   "parity_inputs": PARITY_INPUTS, "parity_count": k,
-                   "parity_inputs_sha256": sha256_file(tmp / PARITY_INPUTS)},
-    )  # fmt: skip
+        data={
+            "root": splits.root,
+            "test": [list(t) for t in test],
+            "calibration": [list(c) for c in calib_samples],
+            "train": [list(t) for t in train],
+        },
+        reference={
+            "accuracy": ref_acc,
+            "logits": REFERENCE_LOGITS,
+            "logits_sha256": sha256_file(tmp / REFERENCE_LOGITS),
+            "parity_inputs": PARITY_INPUTS,
+            "parity_count": k,
+            "parity_inputs_sha256": sha256_file(tmp / PARITY_INPUTS),
+        },
+    )
     (tmp / "onnx").mkdir()
     t = time.perf_counter()
     path = onnx_export.export_onnx(
@@ -432,23 +450,47 @@ def _from_run(
     }
     onnx_graph.set_metadata(path, props)
     onnx_graph.check_model(path)
-    art = Artifact("onnx", "fp32", ONNX_FP32, input=dict(manifest.input), output=dict(manifest.output),
-                   details={"opset": onnx_export.OPSET, "exporter": "torch.onnx dynamo",
-                            "export_seconds": round(seconds, 2), "checker": "passed"})  # fmt: skip
+    art = Artifact(
+        "onnx",
+        "fp32",
+        ONNX_FP32,
+        input=dict(manifest.input),
+        output=dict(manifest.output),
+        details={
+            "opset": onnx_export.OPSET,
+            "exporter": "torch.onnx dynamo",
+            "export_seconds": round(seconds, 2),
+            "checker": "passed",
+        },
+    )
     _set_files(art, tmp, [path])
     manifest.artifacts.append(art)
     if opts.bake_preprocess:
         color = opts.bake_preprocess
         baked_rel = f"onnx/model.fp32.uint8-{color}.onnx"
         baked = onnx_graph.bake_preprocess(path, tmp / baked_rel, spec, color)
-        baked_input = {"name": "input", "dtype": "uint8", "layout": "NHWC",
-                       "shape": [-1, spec.height, spec.width, 3], "color": color}  # fmt: skip
+        baked_input = {
+            "name": "input",
+            "dtype": "uint8",
+            "layout": "NHWC",
+            "shape": [-1, spec.height, spec.width, 3],
+            "color": color,
+        }
         onnx_graph.set_metadata(baked, {"ftedge.input": baked_input})
         onnx_graph.check_model(baked)
-        b = Artifact("onnx", "fp32", baked_rel, input=baked_input, output=dict(manifest.output),
-                     details={"baked_preprocess": color, "checker": "passed",
-                              "note": "feed uint8 crops at network resolution (resize + centre "
-                                      "crop still happen outside)"})  # fmt: skip
+        b = Artifact(
+            "onnx",
+            "fp32",
+            baked_rel,
+            input=baked_input,
+            output=dict(manifest.output),
+            details={
+                "baked_preprocess": color,
+                "checker": "passed",
+                "note": "feed uint8 crops at network resolution (resize + centre "
+                "crop still happen outside)",
+            },
+        )
         _set_files(b, tmp, [baked])
         manifest.artifacts.append(b)
     return manifest, EvalData(crops, y, ref, "dataset")
@@ -466,10 +508,14 @@ def _verify_base(tmp: Path, manifest: Manifest, data: EvalData, opts: ExportOpti
 def _replace(manifest: Manifest, art: Artifact) -> None:
     baked = art.input.get("dtype") == "uint8"
     manifest.artifacts = [
-        a for a in manifest.artifacts
-        if not (a.format == art.format and a.precision == art.precision
-                and (a.input.get("dtype") == "uint8") == baked)
-    ] + [art]  # fmt: skip
+        a
+        for a in manifest.artifacts
+        if not (
+            a.format == art.format
+            and a.precision == art.precision
+            and (a.input.get("dtype") == "uint8") == baked
+        )
+    ] + [art]
 
 
 def _onnx_int8(
@@ -481,12 +527,18 @@ def _onnx_int8(
     act, sym = TARGET_TYPES["cpu"]
     art = Artifact("onnx", "int8", ONNX_INT8, input=dict(fp32.input), output=dict(fp32.output))
     art.details.update(
-        target="cpu (onnxruntime)", format="QDQ", activation_type=act,
-        activation_symmetric=sym, weight_type="int8", weight_symmetric=True, per_channel=True,
-        calib_method=opts.calib_method, calibration_images=len(calib),
+        target="cpu (onnxruntime)",
+        format="QDQ",
+        activation_type=act,
+        activation_symmetric=sym,
+        weight_type="int8",
+        weight_symmetric=True,
+        per_channel=True,
+        calib_method=opts.calib_method,
+        calibration_images=len(calib),
         why_types="uint8 activations + int8 weights (u8s8): the fast integer kernels on x86 "
-                  "CPUs; s8s8 measured slower than FP32 here",
-    )  # fmt: skip
+        "CPUs; s8s8 measured slower than FP32 here",
+    )
 
     cache_dir = Path(tempfile.mkdtemp(prefix="ftedge-calib-"))
     try:
@@ -514,10 +566,16 @@ def _onnx_int8_search(
 
     def attempt(exclude: list[str]) -> Artifact:
         quantize_qdq(
-            src, calib, out, activation_type=act, symmetric_activations=sym, per_channel=True,
+            src,
+            calib,
+            out,
+            activation_type=act,
+            symmetric_activations=sym,
+            per_channel=True,
             method=opts.calib_method,  # type: ignore[arg-type]  # checked in plan()
-            exclude_nodes=exclude, calibration_cache=cache,
-        )  # fmt: skip
+            exclude_nodes=exclude,
+            calibration_cache=cache,
+        )
         _set_files(art, tmp, [out])
         art.details["excluded_nodes"] = list(exclude)
         return verify_artifact(tmp, manifest, art, data, max_accuracy_drop=opts.max_accuracy_drop)
@@ -565,9 +623,11 @@ def _onnx_int8_search(
         "attempts": tried,
     }
     if art.status != "ok":
-        art.message = (f"onnx-int8: accuracy drop {art.accuracy_drop:.2f} pt stays over the "
-                       f"{opts.max_accuracy_drop:.2f} pt budget even with {len(names)} "
-                       f"sensitive nodes kept in float")  # fmt: skip
+        art.message = (
+            f"onnx-int8: accuracy drop {art.accuracy_drop:.2f} pt stays over the "
+            f"{opts.max_accuracy_drop:.2f} pt budget even with {len(names)} "
+            f"sensitive nodes kept in float"
+        )
     return art
 
 
@@ -680,15 +740,23 @@ def summary_rows(manifest: Manifest, bundle_dir: Path | None = None) -> list[dic
     """One row per artifact for the table / --json."""
     rows = []
     for a in manifest.artifacts:
-        rows.append({
-            "artifact": a.name, "format": a.format, "precision": a.precision, "status": a.status,
-            "path": a.path, "accuracy": a.accuracy, "accuracy_drop": a.accuracy_drop,
-            "max_abs_diff": (a.parity or {}).get("max_abs_diff"),
-            "top1_agreement": (a.parity or {}).get("top1_agreement"),
-            "execution_precision": (a.parity or {}).get("execution_precision"),
-            "size_bytes": artifact_size(bundle_dir, a) if bundle_dir else None, "export_seconds": a.details.get("export_seconds"),
-            "message": a.message,
-        })  # fmt: skip
+        rows.append(
+            {
+                "artifact": a.name,
+                "format": a.format,
+                "precision": a.precision,
+                "status": a.status,
+                "path": a.path,
+                "accuracy": a.accuracy,
+                "accuracy_drop": a.accuracy_drop,
+                "max_abs_diff": (a.parity or {}).get("max_abs_diff"),
+                "top1_agreement": (a.parity or {}).get("top1_agreement"),
+                "execution_precision": (a.parity or {}).get("execution_precision"),
+                "size_bytes": artifact_size(bundle_dir, a) if bundle_dir else None,
+                "export_seconds": a.details.get("export_seconds"),
+                "message": a.message,
+            }
+        )
     return rows
 
 

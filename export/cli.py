@@ -104,7 +104,7 @@ def add_parser(subparsers: Any) -> None:
         metavar="FILE",
         help="also write the summary as JSON to FILE ('-' for stdout)",
     )
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")  # fmt: skip
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def _emit_json(target: str | None, payload: dict[str, Any]) -> None:
@@ -140,11 +140,18 @@ def run(args: argparse.Namespace) -> int:
     for note in result.notes:
         print(f"note: {note}", file=out)
     print(f"bundle: {result.bundle_dir} ({result.seconds:.1f} s)", file=out)
-    _emit_json(args.json, {
-        "schema_version": 1, "bundle": str(result.bundle_dir), "seconds": result.seconds,
-        "reference_accuracy": result.manifest.reference.get("accuracy"),
-        "artifacts": summary_rows(result.manifest, result.bundle_dir), "failed": result.failed, "notes": result.notes,
-    })  # fmt: skip
+    _emit_json(
+        args.json,
+        {
+            "schema_version": 1,
+            "bundle": str(result.bundle_dir),
+            "seconds": result.seconds,
+            "reference_accuracy": result.manifest.reference.get("accuracy"),
+            "artifacts": summary_rows(result.manifest, result.bundle_dir),
+            "failed": result.failed,
+            "notes": result.notes,
+        },
+    )
     if result.failed:
         msgs = [a.message for a in result.manifest.artifacts if a.status == "failed" and a.message]
         sys.stderr.write(
@@ -181,8 +188,15 @@ def _check(args: argparse.Namespace) -> int:
         diff = f"{p['max_abs_diff']:.1e}" if "max_abs_diff" in p else "-"
         agr = f"{p['top1_agreement'] * 100:.1f}%" if "top1_agreement" in p else "-"
         print(f"{r.artifact:<22}{r.status:<9}{acc:>8}{diff:>11}{agr:>10}  {r.message}", file=out)
-    _emit_json(args.json, {"schema_version": 1, "bundle": str(bundle), "files_ok": True,
-                           "results": [r.__dict__ for r in results]})  # fmt: skip
+    _emit_json(
+        args.json,
+        {
+            "schema_version": 1,
+            "bundle": str(bundle),
+            "files_ok": True,
+            "results": [r.__dict__ for r in results],
+        },
+    )
     failed = [r.artifact for r in results if r.status == "failed"]
     if failed:
         sys.stderr.write(f"ftedge export --check: error: parity failed: {', '.join(failed)}\n")

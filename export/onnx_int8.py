@@ -1,6 +1,6 @@
 """ONNX INT8: static Q/DQ quantization with onnxruntime, calibrated on a CalibrationSet.
 
-Integer types are chosen for the target (design.md §2, measured on this AVX-512/VNNI CPU):
+Integer types are chosen for the target (measured on x86 CPUs with AVX-512/VNNI):
 - ``cpu`` (onnxruntime CPU): uint8 activations (asymmetric) + int8 per-channel symmetric weights
   ("u8s8"): about 1.6x faster than FP32 on Lite0, while s8s8 was slower than FP32;
 - ``tensorrt``: int8 activations *and* weights, both symmetric ("s8s8"): TensorRT only accepts

@@ -146,8 +146,12 @@ def quantize_int8_accuracy_control(
     """
     nncf = _nncf()
     dataset, items = _calib_dataset(calib)
-    val = nncf.Dataset([(images[i : i + batch_size], labels[i : i + batch_size])
-                        for i in range(0, len(images), batch_size)])  # fmt: skip
+    val = nncf.Dataset(
+        [
+            (images[i : i + batch_size], labels[i : i + batch_size])
+            for i in range(0, len(images), batch_size)
+        ]
+    )
 
     def validate(compiled: Any, data: Any) -> float:
         hit = 0

@@ -37,7 +37,8 @@ from typing import Any, Literal
 import numpy as np
 
 from ftedge.errors import FtedgeError
-from ftedge.runtime.manifest import Artifact, Manifest, atomic_write_bytes, sha256_file
+from ftedge.files import atomic_write_bytes, sha256_file
+from ftedge.runtime.manifest import Artifact, Manifest
 
 TRT_DIR = "tensorrt"
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -410,18 +411,25 @@ def _int8_onnx(
     ref = manifest.find("onnx", "int8")
     ref_details = ref.details if ref is not None else {}
     methods: dict[str, Literal["minmax", "entropy", "percentile"]] = {
-        "minmax": "minmax", "entropy": "entropy", "percentile": "percentile",
-    }  # fmt: skip
+        "minmax": "minmax",
+        "entropy": "entropy",
+        "percentile": "percentile",
+    }
     method = methods.get(
         str(ref_details.get("calib_method") or ref_details.get("method")), "minmax"
     )
     exclude = [str(n) for n in ref_details.get("excluded_nodes") or []]
     out.parent.mkdir(parents=True, exist_ok=True)
     quantize_qdq(
-        bundle_dir / fp32.path, calibration_set(manifest, str(fp32.input["name"])), out,
-        activation_type="int8", symmetric_activations=True, per_channel=True,
-        method=method, exclude_nodes=exclude,
-    )  # fmt: skip
+        bundle_dir / fp32.path,
+        calibration_set(manifest, str(fp32.input["name"])),
+        out,
+        activation_type="int8",
+        symmetric_activations=True,
+        per_channel=True,
+        method=method,
+        exclude_nodes=exclude,
+    )
     if not out.is_file():
         raise FtedgeError(f"INT8 quantization did not write {out_rel}")
     return {"reused": False, "method": method, "excluded_nodes": exclude}
@@ -512,9 +520,11 @@ def _source_onnx(
         rel = f"{TRT_DIR}/model.int8-qdq.onnx"
         notes.update(_int8_onnx(bundle_dir, manifest, fp32, rel))
         art.details["source_onnx"] = {
-            "path": rel, "sha256": sha256_file(bundle_dir / rel),
-            "from_sha256": sha256_file(bundle_dir / fp32.path), "method": notes.get("method"),
-        }  # fmt: skip
+            "path": rel,
+            "sha256": sha256_file(bundle_dir / rel),
+            "from_sha256": sha256_file(bundle_dir / fp32.path),
+            "method": notes.get("method"),
+        }
     art.files[rel] = sha256_file(bundle_dir / rel)
     return rel
 
@@ -545,10 +555,13 @@ def export_tensorrt(
     artifacts = []
     for precision in precisions:
         art = Artifact(
-            format="tensorrt", precision=precision, path="", input=dict(src.input),
-            output=dict(src.output), details={"batch_range": list(batch_range),
-                                              "profile": profile.to_dict()},
-        )  # fmt: skip
+            format="tensorrt",
+            precision=precision,
+            path="",
+            input=dict(src.input),
+            output=dict(src.output),
+            details={"batch_range": list(batch_range), "profile": profile.to_dict()},
+        )
         try:
             if version is None:
                 _record_skipped(art, bundle_dir, manifest, src, profile)
@@ -606,9 +619,13 @@ def _build_one(
     onnx_rel = _source_onnx(bundle_dir, manifest, src, plan.onnx, art)
     batch = (profile.min[0], profile.opt[0], profile.max[0])
     key = CacheKey(
-        sha256_file(bundle_dir / onnx_rel), version, dev.name, dev.compute_capability,
-        art.precision, batch,
-    )  # fmt: skip
+        sha256_file(bundle_dir / onnx_rel),
+        version,
+        dev.name,
+        dev.compute_capability,
+        art.precision,
+        batch,
+    )
     art.path = f"{TRT_DIR}/{key.plan_name()}"
     cache = timing_cache or default_timing_cache(dev.slug, version)
     info = build_engine(bundle_dir / onnx_rel, bundle_dir / art.path, plan, profile, cache)

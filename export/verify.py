@@ -20,8 +20,9 @@ from typing import Any
 import numpy as np
 
 from ftedge.errors import FtedgeError
+from ftedge.files import sha256_file
 from ftedge.runtime.classifier import softmax
-from ftedge.runtime.manifest import Artifact, Manifest, sha256_file
+from ftedge.runtime.manifest import Artifact, Manifest
 from ftedge.runtime.runners.base import Runner
 
 # An FP32 artifact must match PyTorch this closely (logits), else it is marked failed.
@@ -183,9 +184,10 @@ def verify_artifact(
     artifact.accuracy = acc
     artifact.accuracy_drop = drop
     artifact.details["runner"] = {
-        k: v for k, v in info.items() if k in ("backend", "providers", "execution_precision",
-                                               "runtime_precisions", "version")
-    }  # fmt: skip
+        k: v
+        for k, v in info.items()
+        if k in ("backend", "providers", "execution_precision", "runtime_precisions", "version")
+    }
     problems = []
     if artifact.precision == "fp32":
         if parity["max_abs_diff"] > FP32_MAX_ABS_DIFF:

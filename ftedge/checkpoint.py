@@ -20,7 +20,7 @@ from torch import nn
 
 from ftedge import __version__
 from ftedge.errors import FtedgeError
-from ftedge.runtime.manifest import atomic_write_text, atomic_write_with
+from ftedge.files import atomic_write_text, atomic_write_with
 
 FORMAT = "ftedge-checkpoint"
 VERSION = 1
@@ -50,7 +50,7 @@ def save_checkpoint(
     atomic_write_with(weights, lambda tmp: save_file(state, tmp))
     if train_state is not None:
         atomic_write_with(stem.with_suffix(".state.pt"), lambda tmp: torch.save(train_state, tmp))
-    from ftedge.runtime.manifest import sha256_file
+    from ftedge.files import sha256_file
 
     full = {
         "format": FORMAT,
@@ -101,9 +101,9 @@ def read_meta(path: str | Path, which: str = "best") -> dict[str, Any]:
 
 def load_checkpoint(path: str | Path, which: str = "best") -> LoadedCheckpoint:
     """Rebuild the trained classifier from a run dir / checkpoint, without hub downloads."""
+    from ftedge.files import sha256_file
     from ftedge.models import BackboneSource, HeadSpec, build_classifier
     from ftedge.models.registry import read_state_dict
-    from ftedge.runtime.manifest import sha256_file
 
     meta = read_meta(path, which)
     weights = Path(meta["_json_path"]).with_name(meta["weights"])

@@ -222,6 +222,6 @@ def build_config(
 def save_yaml(config: Any, path: str | Path) -> None:
     import yaml
 
-    from ftedge.runtime.manifest import atomic_write_text
+    from ftedge.files import atomic_write_text
 
     atomic_write_text(path, yaml.safe_dump(config.to_dict(), sort_keys=False))

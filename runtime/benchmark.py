@@ -1,4 +1,4 @@
-"""The measurement engine behind ``ftedge benchmark`` (design.md §4).
+"""The measurement engine behind ``ftedge benchmark``.
 
     report = run_benchmark(plan_bundle("bundles/latest", BenchmarkOptions(batches=(1, 8))))
 
@@ -12,8 +12,8 @@ How a number is made:
 2. **Isolate.** Each job runs in its own child process (``python -m ftedge.runtime.benchmark
    --worker``; never the ``ftedge`` CLI), one after the other. Backends therefore cannot slow
    each other down: onnxruntime's spin-waiting threads once made torch eager 11x slower in the
-   same process (design.md §2), OpenVINO and torch keep their own thread pools alive, and each
-   process's peak RSS is that backend's alone. onnxruntime's spinning is additionally off by
+   same process, OpenVINO and torch keep their own thread pools alive, and each process's
+   peak RSS is that backend's alone. onnxruntime's spinning is additionally off by
    default (what ``ftedge.runtime.load`` ships), ``--ort-spin`` turns it on.
 3. **Measure.** In the child: cold start = load (session/compile) + first inference, reported
    apart. Then per batch size and mode: warm-up until >= ``warmup_iters`` runs AND >=
@@ -56,7 +56,7 @@ MODEL_SUFFIXES = {".onnx": "onnx", ".xml": "openvino", ".plan": "tensorrt", ".en
 
 @dataclass(frozen=True)
 class BenchmarkOptions:
-    """How to measure (defaults follow design.md §4)."""
+    """How to measure (defaults follow docs/benchmark.md)."""
 
     batches: tuple[int, ...] = (1,)
     modes: tuple[str, ...] = ("compute",)
@@ -235,7 +235,7 @@ def plan_bundle(
                     "backend": "torch",
                     "reason": "no run checkpoint recorded in the bundle "
                     "(pass --torch-checkpoint RUN_DIR)",
-                }  # fmt: skip
+                }
             )
         elif not backend_installed("torch"):
             skipped.append({"backend": "torch", "reason": "torch is not installed"})
@@ -703,7 +703,7 @@ def _run_job(job: Job, options: BenchmarkOptions) -> dict[str, Any]:
                         **_job_keys(job),
                         "batch": b,
                         "reason": f"model has a fixed batch size of {info.batch_dim}",
-                    }  # fmt: skip
+                    }
                 )
             batches = [b for b in batches if b == info.batch_dim]
         if not batches:
@@ -740,8 +740,9 @@ def _run_job(job: Job, options: BenchmarkOptions) -> dict[str, Any]:
                         probe = _backend_latency_probe(batch_runner) if mode == "compute" else None
                         lat, w0, w1, backend_ms = _timed_loop(step, options, probe)
                     except FtedgeError as e:
-                        skipped.append({**_job_keys(job), "batch": batch, "mode": mode,
-                                        "reason": str(e)})  # fmt: skip
+                        skipped.append(
+                            {**_job_keys(job), "batch": batch, "mode": mode, "reason": str(e)}
+                        )
                         continue
                     stats = LatencyStats.from_seconds(lat)
                     power = None

@@ -25,7 +25,8 @@ import numpy as np
 from PIL import Image
 
 from ftedge.errors import FtedgeError, MissingExtraError
-from ftedge.runtime.manifest import Artifact, Manifest, sha256_file
+from ftedge.files import sha256_file
+from ftedge.runtime.manifest import Artifact, Manifest
 from ftedge.runtime.preprocess import (
     ColorOrder,
     PreprocessSpec,

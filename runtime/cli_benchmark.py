@@ -40,42 +40,61 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("bundle", nargs="?", help="bundle directory (default: bundles/latest)")
     p.add_argument("--model", help="benchmark a bare model file (.onnx, .xml, .plan/.engine)")
-    p.add_argument("--compare", nargs="+", metavar="JSON",
-                   help="merge --json files from several machines into one table/plot")  # fmt: skip
+    p.add_argument(
+        "--compare",
+        nargs="+",
+        metavar="JSON",
+        help="merge --json files from several machines into one table/plot",
+    )
     p.add_argument("--batch", type=_int_list, default=(1,), help="batch sizes, e.g. 1,2,4,8,16")
     p.add_argument("--threads", type=int, help="intra-op threads per backend (default: library's)")
     p.add_argument(
         "--backends", help="comma list: onnxruntime,openvino,tensorrt,torch (default: all)"
     )
     p.add_argument("--device", help="cpu (default), cuda, cuda:N, tensorrt, gpu, npu")
-    p.add_argument("--mode", choices=["compute", "end_to_end", "both"], default="compute",
-                   help="compute-only (input in place) or end-to-end (decode, preprocess, infer, "
-                   "top-k)")  # fmt: skip
+    p.add_argument(
+        "--mode",
+        choices=["compute", "end_to_end", "both"],
+        default="compute",
+        help="compute-only (input in place) or end-to-end (decode, preprocess, infer, top-k)",
+    )
     p.add_argument("--min-iters", type=int, default=50, help="timed iterations, at least")
     p.add_argument("--min-seconds", type=float, default=2.0, help="timed seconds, at least")
     p.add_argument("--warmup-iters", type=int, default=10, help="warm-up iterations, at least")
     p.add_argument("--warmup-seconds", type=float, default=0.5, help="warm-up seconds, at least")
-    p.add_argument("--json", help="write the results (design.md §5 schema) to this file")
+    p.add_argument("--json", help="write the results (schema in docs/benchmark.md) to this file")
     p.add_argument("--csv", help="write one CSV row per result to this file")
     p.add_argument(
         "--plot", metavar="DIR", help="write latency_vs_batch.png, accuracy_vs_latency.png"
     )
     p.add_argument("--no-accuracy", action="store_true", help="leave accuracy out")
-    p.add_argument("--measure-accuracy", action="store_true",
-                   help="re-measure accuracy on the test split with each backend (default: the "
-                   "manifest's, measured at export)")  # fmt: skip
+    p.add_argument(
+        "--measure-accuracy",
+        action="store_true",
+        help="re-measure accuracy on the test split with each backend (default: the "
+        "manifest's, measured at export)",
+    )
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch eager reference")
     p.add_argument("--torch-checkpoint", help="run dir/checkpoint for the PyTorch reference")
     p.add_argument("--images", help="folder of images for end-to-end mode (default: test split)")
-    p.add_argument("--power", choices=["auto", "sysfs", "tegrastats", "none"], default="auto",
-                   help="Jetson power source (default: auto)")  # fmt: skip
+    p.add_argument(
+        "--power",
+        choices=["auto", "sysfs", "tegrastats", "none"],
+        default="auto",
+        help="Jetson power source (default: auto)",
+    )
     p.add_argument("--ort-spin", action="store_true", help="let onnxruntime threads spin-wait")
-    p.add_argument("--dynamic-shapes", action="store_true",
-                   help="time OpenVINO's dynamic-batch model as loaded (default: compile each "
-                   "batch size static, like benchmark_app -shape)")  # fmt: skip
-    p.add_argument("--in-process", action="store_true",
-                   help="run every backend in this process (debugging; backends can disturb "
-                   "each other)")  # fmt: skip
+    p.add_argument(
+        "--dynamic-shapes",
+        action="store_true",
+        help="time OpenVINO's dynamic-batch model as loaded (default: compile each "
+        "batch size static, like benchmark_app -shape)",
+    )
+    p.add_argument(
+        "--in-process",
+        action="store_true",
+        help="run every backend in this process (debugging; backends can disturb each other)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     return p
 

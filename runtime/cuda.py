@@ -283,9 +283,13 @@ class _CtypesRuntime(CudaRuntime):
 
     def memcpy_async(self, dst: int, src: int, nbytes: int, kind: int, stream: int) -> None:
         self._check(
-            "cudaMemcpyAsync", ctypes.c_void_p(dst), ctypes.c_void_p(src),
-            ctypes.c_size_t(nbytes), ctypes.c_int(kind), ctypes.c_void_p(stream),
-        )  # fmt: skip
+            "cudaMemcpyAsync",
+            ctypes.c_void_p(dst),
+            ctypes.c_void_p(src),
+            ctypes.c_size_t(nbytes),
+            ctypes.c_int(kind),
+            ctypes.c_void_p(stream),
+        )
 
     def stream_create(self) -> int:
         return int(self._out("cudaStreamCreateWithFlags", ctypes.c_void_p, ctypes.c_uint(1)) or 0)
@@ -311,9 +315,11 @@ class _CtypesRuntime(CudaRuntime):
         # has had that signature since CUDA 11.4, so it works on both.
         exec_ = ctypes.c_void_p()
         self._check(
-            "cudaGraphInstantiateWithFlags", ctypes.byref(exec_), ctypes.c_void_p(graph),
+            "cudaGraphInstantiateWithFlags",
+            ctypes.byref(exec_),
+            ctypes.c_void_p(graph),
             ctypes.c_ulonglong(0),
-        )  # fmt: skip
+        )
         return int(exec_.value or 0)
 
     def graph_launch(self, graph_exec: int, stream: int) -> None:

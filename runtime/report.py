@@ -1,4 +1,4 @@
-"""Benchmark reports: the JSON contract (design.md §5), a Markdown table, CSV and PNG plots, and
+"""Benchmark reports: the JSON contract, a Markdown table, CSV and PNG plots, and
 ``--compare``: runs from several machines merged into one table and one plot.
 
 JSON (``schema_version`` 1)::
@@ -66,7 +66,7 @@ def build_report(
 
 def write_json(report: dict[str, Any], path: str | os.PathLike[str]) -> Path:
     """Write a report atomically, readable like any file the user writes (umask, not 0600)."""
-    from ftedge.runtime.manifest import atomic_write_text
+    from ftedge.files import atomic_write_text
 
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
@@ -176,8 +176,21 @@ def markdown_table(results: Sequence[dict[str, Any]]) -> str:
     """The stdout table (one row per result), with a machine column when results were merged."""
     with_machine = any("machine" in r for r in results)
     ratios = torch_ratios(results)
-    head = ["artifact", "backend", "device", "precision", "batch", "mode", "p50 ms", "p90 ms",
-            "p99 ms", "img/s", "accuracy", "vs torch", "CoV"]  # fmt: skip
+    head = [
+        "artifact",
+        "backend",
+        "device",
+        "precision",
+        "batch",
+        "mode",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "img/s",
+        "accuracy",
+        "vs torch",
+        "CoV",
+    ]
     if with_machine:
         head.insert(0, "machine")
     rows = []
@@ -213,8 +226,10 @@ def markdown_table(results: Sequence[dict[str, Any]]) -> str:
 def cold_start_table(results: Sequence[dict[str, Any]]) -> str:
     """Cold start (load + first inference) and peak memory, one row per job."""
     seen = set()
-    lines = ["| artifact | backend | device | load ms | first inference ms | peak RSS MB |",
-             "|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        "| artifact | backend | device | load ms | first inference ms | peak RSS MB |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in results:
         key = (r.get("machine"), r["artifact"], backend_label(r), r["device"])
         if key in seen or r.get("cold_start_ms") is None:
@@ -231,8 +246,10 @@ def power_table(results: Sequence[dict[str, Any]]) -> str | None:
     rows = [r for r in results if (r.get("power") or {}).get("mean_w") is not None]
     if not rows:
         return None
-    lines = ["| artifact | backend | batch | mode | mean W | idle W | net W | mJ/image |",
-             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        "| artifact | backend | batch | mode | mean W | idle W | net W | mJ/image |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         p = r["power"]
         net = "-" if p.get("net_w") is None else f"{p['net_w']:.2f}"
@@ -251,12 +268,33 @@ def power_table(results: Sequence[dict[str, Any]]) -> str | None:
 
 # -- CSV ---------------------------------------------------------------------------------------
 CSV_COLUMNS = [
-    "machine", "artifact", "format", "precision", "execution_precision", "backend", "variant",
-    "device", "batch", "mode", "threads", *[f"{k}_ms" for k in LATENCY_FIELDS], "cov", "unstable",
-    "throughput_ips", "iterations", "accuracy", "accuracy_source", "cold_start_ms", "load_ms",
-    "first_inference_ms", "peak_rss_mb", "device_memory_mb", "power_mean_w", "power_net_w",
+    "machine",
+    "artifact",
+    "format",
+    "precision",
+    "execution_precision",
+    "backend",
+    "variant",
+    "device",
+    "batch",
+    "mode",
+    "threads",
+    *[f"{k}_ms" for k in LATENCY_FIELDS],
+    "cov",
+    "unstable",
+    "throughput_ips",
+    "iterations",
+    "accuracy",
+    "accuracy_source",
+    "cold_start_ms",
+    "load_ms",
+    "first_inference_ms",
+    "peak_rss_mb",
+    "device_memory_mb",
+    "power_mean_w",
+    "power_net_w",
     "mj_per_image",
-]  # fmt: skip
+]
 
 
 def to_csv(results: Sequence[dict[str, Any]]) -> str:
@@ -354,8 +392,13 @@ def write_plots(
     fig, ax = plt.subplots(figsize=(10, 5))
     markers = "osD^vP*Xh<>p"
     for i, r in enumerate(acc_pts):
-        ax.scatter(r["latency_ms"]["p50"], 100 * r["accuracy"], s=50,
-                   marker=markers[i % len(markers)], label=_series_name(r, with_machine))  # fmt: skip
+        ax.scatter(
+            r["latency_ms"]["p50"],
+            100 * r["accuracy"],
+            s=50,
+            marker=markers[i % len(markers)],
+            label=_series_name(r, with_machine),
+        )
     ax.set_xscale("log")
     ax.set_xlabel(f"p50 latency (ms), batch {acc_pts[0]['batch'] if acc_pts else 1}, {modes[0]}")
     ax.set_ylabel("test accuracy (%)")

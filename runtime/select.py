@@ -10,7 +10,7 @@ first one whose status is ``ok``, whose backend is installed and whose runner st
 4. OpenVINO IR FP32, then FP16 (weights-compressed IR; runs like FP32 on a CPU).
 5. ONNX FP32 with onnxruntime, then ONNX FP16.
 
-This is the measured speed order on x86 CPUs (design.md §2: OpenVINO INT8 < ORT INT8 u8s8 <
+This is the measured speed order on x86 CPUs (measured: OpenVINO INT8 < ORT INT8 u8s8 <
 OpenVINO FP32/bf16 < ORT FP32). Within one format and precision the artifact without baked-in
 preprocessing (float NCHW input) comes first: it is the one verified against PyTorch on the exact
 training preprocessing; the uint8 ("-baked") variant follows. Pass ``baked=True`` to prefer it.

@@ -1,4 +1,4 @@
-"""Latency statistics for the benchmark (design.md §4): percentiles, spread, throughput.
+"""Latency statistics for the benchmark: percentiles, spread, throughput.
 
 Pure numpy. Latencies go in as seconds (what ``time.perf_counter`` differences give) and come out
 in milliseconds, the unit every report and the JSON contract use.
@@ -74,7 +74,7 @@ class LatencyStats:
         return batch * 1e3 / self.mean if self.mean > 0 else math.inf
 
     def latency_ms(self) -> dict[str, float]:
-        """The ``latency_ms`` object of the JSON contract (design.md §5)."""
+        """The ``latency_ms`` object of the JSON contract."""
         d = asdict(self)
         return {k: d[k] for k in ("min", "mean", "p50", "p90", "p95", "p99", "max", "std")}
 

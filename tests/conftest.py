@@ -58,9 +58,11 @@ def small_data(tmp_path_factory: pytest.TempPathFactory, default_data):
     from tests.helpers import subset_image_folder
 
     return subset_image_folder(
-        default_data, tmp_path_factory.mktemp("small") / "data",
-        classes=["trouser", "bag", "sneaker"], per_split={"train": 20, "val": 8, "test": 8},
-    )  # fmt: skip
+        default_data,
+        tmp_path_factory.mktemp("small") / "data",
+        classes=["trouser", "bag", "sneaker"],
+        per_split={"train": 20, "val": 8, "test": 8},
+    )
 
 
 @pytest.fixture(scope="session")

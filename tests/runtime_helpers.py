@@ -19,7 +19,8 @@ def build_test_bundle(run_dir: Path, dest: Path) -> Path:
 
     from ftedge.checkpoint import load_checkpoint
     from ftedge.data.folders import DatasetSplits
-    from ftedge.runtime.manifest import Artifact, Manifest, sha256_file
+    from ftedge.files import sha256_file
+    from ftedge.runtime.manifest import Artifact, Manifest
     from ftedge.runtime.preprocess import PreprocessSpec, preprocess_file
 
     ck = load_checkpoint(run_dir)
@@ -46,9 +47,14 @@ def build_test_bundle(run_dir: Path, dest: Path) -> Path:
     def export(mod: nn.Module, example: torch.Tensor, rel: str) -> None:
         (dest / rel).parent.mkdir(parents=True, exist_ok=True)
         torch.onnx.export(
-            mod, (example,), str(dest / rel), dynamo=False, input_names=["input"],
-            output_names=["logits"], dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
-        )  # fmt: skip
+            mod,
+            (example,),
+            str(dest / rel),
+            dynamo=False,
+            input_names=["input"],
+            output_names=["logits"],
+            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+        )
 
     export(model, torch.zeros(1, c, h, w), "onnx/model.onnx")
     export(Baked().eval(), torch.zeros(1, h, w, 3, dtype=torch.uint8), "onnx/model_uint8.onnx")
@@ -57,9 +63,10 @@ def build_test_bundle(run_dir: Path, dest: Path) -> Path:
 
     (dest / "openvino").mkdir(exist_ok=True)
     ov.save_model(
-        ov.convert_model(str(dest / "onnx/model.onnx")), str(dest / "openvino/model.xml"),
+        ov.convert_model(str(dest / "onnx/model.onnx")),
+        str(dest / "openvino/model.xml"),
         compress_to_fp16=False,
-    )  # fmt: skip
+    )
 
     splits = DatasetSplits.load(Path(run_dir) / "splits.json")
     test = [(splits.abspath(s), s.label) for s in splits.test]
@@ -75,9 +82,15 @@ def build_test_bundle(run_dir: Path, dest: Path) -> Path:
     def art(fmt: str, files: list[str], **kw: object) -> Artifact:
         digests = {f: sha256_file(dest / f) for f in files}
         return Artifact(
-            format=fmt, precision="fp32", path=files[0], sha256=digests[files[0]],
-            files=digests, output=out, accuracy=acc, **kw,
-        )  # fmt: skip
+            format=fmt,
+            precision="fp32",
+            path=files[0],
+            sha256=digests[files[0]],
+            files=digests,
+            output=out,
+            accuracy=acc,
+            **kw,
+        )
 
     manifest = Manifest(
         labels=list(meta["classes"]),
@@ -100,14 +113,14 @@ def build_test_bundle(run_dir: Path, dest: Path) -> Path:
                     "shape": [-1, h, w, 3],
                     "color": "bgr",
                 },
-            ),  # fmt: skip
+            ),
             Artifact(
                 format="onnx",
                 precision="int8",
                 path="onnx/model_int8.onnx",
                 status="failed",
                 message="accuracy gate failed (test fixture)",
-            ),  # fmt: skip
+            ),
         ],
     )
     manifest.save(dest)

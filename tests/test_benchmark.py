@@ -46,8 +46,10 @@ def _tiny_onnx(path: Path, *, baked: bool = False, batch: int | str = "batch") -
     nodes = []
     x = "input"
     if baked:
-        inits += [numpy_helper.from_array(np.array(1 / 127.5, np.float32), "scale"),
-                  numpy_helper.from_array(np.array(1.0, np.float32), "one")]  # fmt: skip
+        inits += [
+            numpy_helper.from_array(np.array(1 / 127.5, np.float32), "scale"),
+            numpy_helper.from_array(np.array(1.0, np.float32), "one"),
+        ]
         nodes += [
             helper.make_node("Cast", ["input"], ["xf"], to=TensorProto.FLOAT),
             helper.make_node("Transpose", ["xf"], ["xt"], perm=[0, 3, 1, 2]),
@@ -65,9 +67,12 @@ def _tiny_onnx(path: Path, *, baked: bool = False, batch: int | str = "batch") -
     shape = [batch, SIZE, SIZE, 3] if baked else [batch, 3, SIZE, SIZE]
     dtype = TensorProto.UINT8 if baked else TensorProto.FLOAT
     graph = helper.make_graph(
-        nodes, "tiny", [helper.make_tensor_value_info("input", dtype, shape)],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, CLASSES])], inits,
-    )  # fmt: skip
+        nodes,
+        "tiny",
+        [helper.make_tensor_value_info("input", dtype, shape)],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, CLASSES])],
+        inits,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.checker.check_model(model)
@@ -79,31 +84,54 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real bundle: ONNX fp32, ONNX uint8-baked, OpenVINO IR fp32, test images on disk."""
     from PIL import Image
 
-    from ftedge.runtime.manifest import Artifact, Manifest, sha256_file
+    from ftedge.files import sha256_file
+    from ftedge.runtime.manifest import Artifact, Manifest
 
     out = tmp_path_factory.mktemp("bundle")
     _tiny_onnx(out / "model.onnx")
     _tiny_onnx(out / "model_uint8.onnx", baked=True)
     arts = []
     inp = {"name": "input", "dtype": "float32", "layout": "NCHW", "shape": [-1, 3, SIZE, SIZE]}
-    baked = {"name": "input", "dtype": "uint8", "layout": "NHWC", "shape": [-1, SIZE, SIZE, 3],
-             "color": "rgb"}  # fmt: skip
+    baked = {
+        "name": "input",
+        "dtype": "uint8",
+        "layout": "NHWC",
+        "shape": [-1, SIZE, SIZE, 3],
+        "color": "rgb",
+    }
     outp = {"name": "logits", "kind": "logits"}
     for fmt, rel, files, ispec, acc in [
         ("onnx", "model.onnx", ["model.onnx"], inp, 0.5),
         ("onnx", "model_uint8.onnx", ["model_uint8.onnx"], baked, 0.5),
     ]:
-        arts.append(Artifact(fmt, "fp32", rel, sha256=sha256_file(out / rel), accuracy=acc,
-                             input=ispec, output=outp,
-                             files={f: sha256_file(out / f) for f in files}))  # fmt: skip
+        arts.append(
+            Artifact(
+                fmt,
+                "fp32",
+                rel,
+                sha256=sha256_file(out / rel),
+                accuracy=acc,
+                input=ispec,
+                output=outp,
+                files={f: sha256_file(out / f) for f in files},
+            )
+        )
     try:
         import openvino as ov
 
         (out / "ov").mkdir()
         ov.save_model(ov.convert_model(str(out / "model.onnx")), str(out / "ov" / "model.xml"))
-        arts.append(Artifact("openvino", "fp32", "ov/model.xml", accuracy=0.5, input=inp,
-                             output=outp, files={f: sha256_file(out / f) for f in
-                                                 ("ov/model.xml", "ov/model.bin")}))  # fmt: skip
+        arts.append(
+            Artifact(
+                "openvino",
+                "fp32",
+                "ov/model.xml",
+                accuracy=0.5,
+                input=inp,
+                output=outp,
+                files={f: sha256_file(out / f) for f in ("ov/model.xml", "ov/model.bin")},
+            )
+        )
     except ImportError:
         pass
     rng = np.random.default_rng(0)
@@ -125,11 +153,19 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     np.save(out / "reference_logits.npy", sess.run(None, {"input": x})[0])
     Manifest(
         labels=["a", "b", "c"],
-        preprocessing={"input_size": [3, SIZE, SIZE], "interpolation": "bilinear",
-                       "crop_pct": 0.875, "mean": [0.5] * 3, "std": [0.5] * 3},
-        input=inp, output=outp, data={"root": str(out / "data"), "test": tests},
-        reference={"accuracy": 0.5, "logits": "reference_logits.npy"}, artifacts=arts,
-    ).save(out)  # fmt: skip
+        preprocessing={
+            "input_size": [3, SIZE, SIZE],
+            "interpolation": "bilinear",
+            "crop_pct": 0.875,
+            "mean": [0.5] * 3,
+            "std": [0.5] * 3,
+        },
+        input=inp,
+        output=outp,
+        data={"root": str(out / "data"), "test": tests},
+        reference={"accuracy": 0.5, "logits": "reference_logits.npy"},
+        artifacts=arts,
+    ).save(out)
     return out
 
 
@@ -163,8 +199,12 @@ def test_plan_covers_every_artifact_and_backend(bundle: Path) -> None:
 
 
 def test_isolated_run_json_csv_plots_compare(bundle: Path, tmp_path: Path) -> None:
-    opts = BenchmarkOptions(batches=(1, 3), modes=("compute", "end_to_end"),
-                            backends=("onnxruntime", "openvino"), **FAST)  # fmt: skip
+    opts = BenchmarkOptions(
+        batches=(1, 3),
+        modes=("compute", "end_to_end"),
+        backends=("onnxruntime", "openvino"),
+        **FAST,
+    )
     plan = plan_bundle(bundle, opts)
     plan.jobs = [j for j in plan.jobs if j.variant != "f32"][:3]  # keep the test short
     report = run_benchmark(plan)
@@ -232,8 +272,9 @@ def test_in_process_openvino_reports_execution_precision(bundle: Path) -> None:
         assert inner["min"] <= r["latency_ms"]["min"] * 1.01
         assert inner["p50"] <= r["latency_ms"]["p50"] * 1.01
     # --dynamic-shapes: the dynamic-batch model as ftedge.runtime.load() runs it
-    dyn = BenchmarkOptions(backends=("openvino",), isolate=False, openvino_static=False,
-                           batches=(1, 2), **FAST)  # fmt: skip
+    dyn = BenchmarkOptions(
+        backends=("openvino",), isolate=False, openvino_static=False, batches=(1, 2), **FAST
+    )
     plan = plan_bundle(bundle, dyn)
     plan.jobs = [j for j in plan.jobs if j.format == "openvino" and j.variant is None]
     results = run_benchmark(plan)["results"]
@@ -263,8 +304,9 @@ def test_measured_accuracy_reuses_export_verification(bundle: Path) -> None:
 def test_bare_model_with_static_batch(tmp_path: Path) -> None:
     model = tmp_path / "static.onnx"
     _tiny_onnx(model, batch=1)
-    opts = BenchmarkOptions(batches=(1, 4), backends=("onnxruntime",), modes=("end_to_end",),
-                            isolate=False, **FAST)  # fmt: skip
+    opts = BenchmarkOptions(
+        batches=(1, 4), backends=("onnxruntime",), modes=("end_to_end",), isolate=False, **FAST
+    )
     plan = plan_model(model, opts)
     assert [(j.format, j.precision, j.backend) for j in plan.jobs] == [
         ("onnx", "fp32", "onnxruntime")
@@ -294,11 +336,30 @@ def test_cli_bundle_json_and_compare(
     from ftedge.cli import main
 
     out = tmp_path / "cli.json"
-    rc = main([
-        "benchmark", str(bundle), "--backends", "onnxruntime", "--batch", "1,2", "--min-iters", "5",
-        "--min-seconds", "0", "--warmup-iters", "2", "--warmup-seconds", "0", "--json", str(out),
-        "--csv", str(tmp_path / "cli.csv"), "--no-accuracy", "--quiet",
-    ])  # fmt: skip
+    rc = main(
+        [
+            "benchmark",
+            str(bundle),
+            "--backends",
+            "onnxruntime",
+            "--batch",
+            "1,2",
+            "--min-iters",
+            "5",
+            "--min-seconds",
+            "0",
+            "--warmup-iters",
+            "2",
+            "--warmup-seconds",
+            "0",
+            "--json",
+            str(out),
+            "--csv",
+            str(tmp_path / "cli.csv"),
+            "--no-accuracy",
+            "--quiet",
+        ]
+    )
     assert rc == 0
     text = capsys.readouterr().out
     assert "| artifact | backend |" in text and "onnx-fp32" in text

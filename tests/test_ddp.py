@@ -36,9 +36,24 @@ def test_torchrun_two_processes_matches_single_process(default_data, tmp_path):
 
 
 def test_torchrun_full_loop_with_unfrozen_block(small_data, tmp_path):
-    args = ["--data", str(small_data), "--out", str(tmp_path), "--name", "ddp_full",
-            "--image-size", "64", "--epochs", "2", "--batch-size", "8", "--workers", "0",
-            "--unfreeze", "1"]  # fmt: skip
+    args = [
+        "--data",
+        str(small_data),
+        "--out",
+        str(tmp_path),
+        "--name",
+        "ddp_full",
+        "--image-size",
+        "64",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "8",
+        "--workers",
+        "0",
+        "--unfreeze",
+        "1",
+    ]
     m = _train(args, 2)
     assert m["world_size"] == 2 and not m["cached_features"] and m["augment"]
     assert len(m["epochs"]) == 2 and sum(map(sum, m["test"]["confusion_matrix"])) == 24

@@ -21,11 +21,23 @@ pytest.importorskip("openvino")
 @pytest.fixture(scope="module")
 def bundle(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("bundles") / "tiny"
-    code = main([
-        "export", str(tiny_run), "--formats", "onnx,openvino", "--precision", "fp32,int8",
-        "--bake-preprocess", "rgb", "--out", str(out), "--no-progress",
-        "--max-accuracy-drop", "100",
-    ])  # fmt: skip
+    code = main(
+        [
+            "export",
+            str(tiny_run),
+            "--formats",
+            "onnx,openvino",
+            "--precision",
+            "fp32,int8",
+            "--bake-preprocess",
+            "rgb",
+            "--out",
+            str(out),
+            "--no-progress",
+            "--max-accuracy-drop",
+            "100",
+        ]
+    )
     assert code == 0
     return out
 
@@ -184,10 +196,19 @@ def test_impossible_budget_fails_naming_artifact(
     tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "b"
-    code = main([
-        "export", str(tiny_run), "--formats", "onnx", "--out", str(out), "--no-progress",
-        "--max-accuracy-drop", "-1000",
-    ])  # fmt: skip
+    code = main(
+        [
+            "export",
+            str(tiny_run),
+            "--formats",
+            "onnx",
+            "--out",
+            str(out),
+            "--no-progress",
+            "--max-accuracy-drop",
+            "-1000",
+        ]
+    )
     assert code == 1
     assert "onnx-int8" in capsys.readouterr().err
     m = Manifest.load(out)

@@ -90,9 +90,14 @@ def test_quantize_qdq_types_and_excluded_nodes(tmp_path: Path) -> None:
     assert all(z.data_type == onnx.TensorProto.UINT8 for z in act_zp)
     # s8s8 symmetric (TensorRT flavour), conv kept float.
     out2 = quantize_qdq(
-        src, calib, tmp_path / "s8.onnx", activation_type="int8", symmetric_activations=True,
-        method="entropy", exclude_nodes=["conv"],
-    )  # fmt: skip
+        src,
+        calib,
+        tmp_path / "s8.onnx",
+        activation_type="int8",
+        symmetric_activations=True,
+        method="entropy",
+        exclude_nodes=["conv"],
+    )
     m2 = onnx.load(str(out2))
     zps = {i.name: i for i in m2.graph.initializer}
     q2 = [n for n in m2.graph.node if n.op_type == "QuantizeLinear"]

@@ -39,12 +39,16 @@ def rails(line: str) -> dict[str, tuple[float, float | None]]:
 def test_nano_jetpack4_bare_numbers() -> None:
     first, second, third = lines("nano.txt")
     assert rails(first) == {
-        "POM_5V_IN": (1388, 1388), "POM_5V_GPU": (122, 122), "POM_5V_CPU": (163, 163),
-    }  # fmt: skip
+        "POM_5V_IN": (1388, 1388),
+        "POM_5V_GPU": (122, 122),
+        "POM_5V_CPU": (163, 163),
+    }
     # current and running average differ: both kept, the current one is the sample
     assert rails(second) == {
-        "POM_5V_IN": (2545, 2547), "POM_5V_GPU": (0, 0), "POM_5V_CPU": (549, 529),
-    }  # fmt: skip
+        "POM_5V_IN": (2545, 2547),
+        "POM_5V_GPU": (0, 0),
+        "POM_5V_CPU": (549, 529),
+    }
     s = parse_tegrastats_line(third)
     assert s is not None
     assert s.total_mw() == 2056  # POM_5V_IN is the module input
@@ -60,16 +64,22 @@ def test_nano_jetpack4_bare_numbers() -> None:
 def test_xavier_generation_bare_numbers() -> None:
     nx, agx_xavier, tx2 = lines("xavier_nx.txt")
     assert rails(nx) == {
-        "VDD_IN": (3902, 3611), "VDD_CPU_GPU_CV": (1331, 1180), "VDD_SOC": (997, 941),
-    }  # fmt: skip
+        "VDD_IN": (3902, 3611),
+        "VDD_CPU_GPU_CV": (1331, 1180),
+        "VDD_SOC": (997, 941),
+    }
     s = parse_tegrastats_line(nx)
     assert s is not None and s.total_mw() == 3902 and s.gpu_load_pct == 33
     assert s.cpu_load_pct == [12, 8, 4, None, None, None]  # "off" cores
     # AGX Xavier has no input rail: the module figure is the sum of the six rails
     assert rails(agx_xavier) == {
-        "GPU": (463, 463), "CPU": (618, 618), "SOC": (2936, 2936), "CV": (0, 0),
-        "VDDRQ": (309, 309), "SYS5V": (3306, 3306),
-    }  # fmt: skip
+        "GPU": (463, 463),
+        "CPU": (618, 618),
+        "SOC": (2936, 2936),
+        "CV": (0, 0),
+        "VDDRQ": (309, 309),
+        "SYS5V": (3306, 3306),
+    }
     sx = parse_tegrastats_line(agx_xavier)
     assert sx is not None and sx.total_mw() == 463 + 618 + 2936 + 0 + 309 + 3306
     assert rails(tx2)["VDD_IN"] == (1776, 1853) and rails(tx2)["VDD_DDR"] == (250, 288)
@@ -78,8 +88,10 @@ def test_xavier_generation_bare_numbers() -> None:
 def test_orin_nano_jetpack6_milliwatt_suffix_and_timestamp() -> None:
     idle, _, clocked, _ = lines("orin_nano.txt")
     assert rails(idle) == {
-        "VDD_IN": (4761, 4778), "VDD_CPU_GPU_CV": (515, 501), "VDD_SOC": (1428, 1428),
-    }  # fmt: skip
+        "VDD_IN": (4761, 4778),
+        "VDD_CPU_GPU_CV": (515, 501),
+        "VDD_SOC": (1428, 1428),
+    }
     s = parse_tegrastats_line(clocked)
     assert s is not None
     assert s.timestamp == "04-27-2026 15:00:54"
@@ -92,9 +104,11 @@ def test_orin_nano_jetpack6_milliwatt_suffix_and_timestamp() -> None:
 def test_agx_orin_has_no_input_rail() -> None:
     (line,) = lines("agx_orin.txt")
     assert rails(line) == {
-        "VDD_GPU_SOC": (3150, 2971), "VDD_CPU_CV": (14312, 12415),
-        "VIN_SYS_5V0": (4968, 5048), "VDDQ_VDD2_1V8AO": (1091, 1091),
-    }  # fmt: skip
+        "VDD_GPU_SOC": (3150, 2971),
+        "VDD_CPU_CV": (14312, 12415),
+        "VIN_SYS_5V0": (4968, 5048),
+        "VDDQ_VDD2_1V8AO": (1091, 1091),
+    }
     s = parse_tegrastats_line(line)
     assert s is not None
     assert s.total_mw() == 3150 + 14312 + 4968 + 1091
@@ -119,8 +133,9 @@ def _fake_hwmon(root: Path) -> Path:
     """JetPack 5/6 layout: inN_label / inN_input (mV) / currN_input (mA)."""
     d = root / "bus/i2c/drivers/ina3221/1-0040/hwmon/hwmon3"
     d.mkdir(parents=True)
-    for n, (label, mv, ma) in enumerate([("VDD_IN", 5000, 1000), ("VDD_CPU_GPU_CV", 5000, 200),
-                                         ("NC", 0, 0)], start=1):  # fmt: skip
+    for n, (label, mv, ma) in enumerate(
+        [("VDD_IN", 5000, 1000), ("VDD_CPU_GPU_CV", 5000, 200), ("NC", 0, 0)], start=1
+    ):
         (d / f"in{n}_label").write_text(label + "\n")
         (d / f"in{n}_input").write_text(f"{mv}\n")
         (d / f"curr{n}_input").write_text(f"{ma}\n")
@@ -167,8 +182,15 @@ def test_sampler_with_sysfs_source_and_idle_subtraction(tmp_path: Path) -> None:
         window = sampler.window(t0, time.perf_counter())
     assert idle == pytest.approx(5000.0)
     assert window and all(s.total_mw == pytest.approx(8000.0) for s in window)
-    p = summarize_power(window, idle_mw=idle, seconds=2.0, images=400, calls=100,
-                        source="ina3221-sysfs", rail="VDD_IN")  # fmt: skip
+    p = summarize_power(
+        window,
+        idle_mw=idle,
+        seconds=2.0,
+        images=400,
+        calls=100,
+        source="ina3221-sysfs",
+        rail="VDD_IN",
+    )
     assert p["mean_w"] == pytest.approx(8.0) and p["idle_w"] == pytest.approx(5.0)
     assert p["net_w"] == pytest.approx(3.0)
     assert p["mj_per_image"] == pytest.approx(3000.0 * 2.0 / 400)  # 15 mJ

@@ -47,8 +47,10 @@ def video(bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path,
         canvas = Image.new("RGB", SIZE)
         with Image.open(by_class[y][i % 7]) as im:
             side = SIZE[1]
-            canvas.paste(im.convert("RGB").resize((side, side), Image.Resampling.BICUBIC),
-                         ((SIZE[0] - side) // 2, 0))  # fmt: skip
+            canvas.paste(
+                im.convert("RGB").resize((side, side), Image.Resampling.BICUBIC),
+                ((SIZE[0] - side) // 2, 0),
+            )
         writer.write(np.ascontiguousarray(np.asarray(canvas)[:, :, ::-1]))
         labels.append(y)
     writer.release()
@@ -80,8 +82,20 @@ def test_video_predictions_equal_frame_by_frame_classification(
 
     # 1) the CLI, in process
     jpath, save = tmp_path / "preds.jsonl", tmp_path / "out"
-    rc = main(["predict", str(bundle), "--source", str(path), "--topk", "3",
-               "--json", str(jpath), "--save", str(save)])  # fmt: skip
+    rc = main(
+        [
+            "predict",
+            str(bundle),
+            "--source",
+            str(path),
+            "--topk",
+            "3",
+            "--json",
+            str(jpath),
+            "--save",
+            str(save),
+        ]
+    )
     out, err = capsys.readouterr()
     assert rc == 0, err
     lines = [json.loads(ln) for ln in jpath.read_text().splitlines()]
@@ -237,8 +251,11 @@ def test_camera_app_example_from_the_docs_runs(
     script.write_text(code)
     r = subprocess.run(
         [sys.executable, str(script), str(bundle), str(video[0])],
-        capture_output=True, text=True, timeout=120, cwd=tmp_path,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     assert lines[0] == "openvino-fp32 on openvino:CPU"
@@ -251,6 +268,9 @@ def test_camera_app_example_from_the_docs_runs(
     # and with an unopenable source it says so
     r = subprocess.run(
         [sys.executable, str(script), str(bundle), str(tmp_path / "nope.mp4")],
-        capture_output=True, text=True, timeout=120, cwd=tmp_path,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
     assert r.returncode == 1 and "cannot open" in r.stderr

@@ -415,8 +415,10 @@ def test_runtime_reads_the_export_pipeline_bundle(
         preds = clf.classify(frames + photos, topk=3)
         agree = np.mean([p.label == r.label for p, r in zip(preds, refs, strict=True)])
         assert agree >= 0.85
-    for kwargs in ({"backend": "onnxruntime", "precision": "fp32"},
-                   {"backend": "openvino", "precision": "fp32", "openvino_precision": "f32"}):  # fmt: skip
+    for kwargs in (
+        {"backend": "onnxruntime", "precision": "fp32"},
+        {"backend": "openvino", "precision": "fp32", "openvino_precision": "f32"},
+    ):
         with load(exported_bundle, **kwargs) as clf:
             preds = clf.classify(frames + photos, topk=3)
         assert [p.label for p in preds] == [r.label for r in refs]

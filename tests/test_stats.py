@@ -58,8 +58,16 @@ def test_random_samples_are_self_consistent() -> None:
 
 
 def test_check_consistent_catches_errors() -> None:
-    good = {"min": 1.0, "mean": 2.0, "p50": 2.0, "p90": 3.0, "p95": 3.5, "p99": 4.0, "max": 5.0,
-            "std": 1.0}  # fmt: skip
+    good = {
+        "min": 1.0,
+        "mean": 2.0,
+        "p50": 2.0,
+        "p90": 3.0,
+        "p95": 3.5,
+        "p99": 4.0,
+        "max": 5.0,
+        "std": 1.0,
+    }
     assert check_consistent(good, 500.0, 1) == []
     assert check_consistent(good, 400.0, 1)  # wrong throughput
     assert check_consistent({**good, "p50": 6.0}, 500.0, 1)  # p50 above max

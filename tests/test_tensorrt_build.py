@@ -1,6 +1,6 @@
 """TensorRT engine build step: everything that does not need libnvinfer, on real files.
 
-TensorRT cannot be installed here (design.md §2), so the build itself is covered by the
+TensorRT cannot be installed here, so the build itself is covered by the
 ``needs_cuda`` test at the end; cache keys, profiles, trtexec lines, version branching, the
 FP16 ONNX conversion, the Q/DQ ONNX and the "skipped with trtexec command" path run for real.
 """
@@ -17,7 +17,8 @@ import pytest
 
 from ftedge.errors import FtedgeError
 from ftedge.export import tensorrt as T
-from ftedge.runtime.manifest import Artifact, Manifest, sha256_file
+from ftedge.files import sha256_file
+from ftedge.runtime.manifest import Artifact, Manifest
 
 H = W = 16
 
@@ -41,11 +42,12 @@ def tiny_onnx(path: Path, *, seed: int = 0) -> Path:
         helper.make_node("Gemm", ["f", "fc", "fcb"], ["logits"], transB=1, name="fc"),
     ]
     graph = helper.make_graph(
-        nodes, "tiny",
+        nodes,
+        "tiny",
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, H, W])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 3])],
         [numpy_helper.from_array(a, n) for a, n in ((w, "w"), (b, "b"), (fc, "fc"), (fcb, "fcb"))],
-    )  # fmt: skip
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.checker.check_model(model)
@@ -83,16 +85,28 @@ def bundle(tmp_path: Path) -> tuple[Path, Manifest]:
     tiny_onnx(bdir / "model.onnx")
     inp = {"name": "input", "dtype": "float32", "layout": "NCHW", "shape": [-1, 3, H, W]}
     art = Artifact(
-        format="onnx", precision="fp32", path="model.onnx", sha256=sha256_file(bdir / "model.onnx"),
-        input=inp, output={"name": "logits", "kind": "logits"},
+        format="onnx",
+        precision="fp32",
+        path="model.onnx",
+        sha256=sha256_file(bdir / "model.onnx"),
+        input=inp,
+        output={"name": "logits", "kind": "logits"},
         files={"model.onnx": sha256_file(bdir / "model.onnx")},
-    )  # fmt: skip
-    spec = {"input_size": [3, H, W], "interpolation": "bilinear", "crop_pct": 1.0,
-            "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}  # fmt: skip
+    )
+    spec = {
+        "input_size": [3, H, W],
+        "interpolation": "bilinear",
+        "crop_pct": 1.0,
+        "mean": [0.5, 0.5, 0.5],
+        "std": [0.5, 0.5, 0.5],
+    }
     m = Manifest(
-        labels=["a", "b", "c"], preprocessing=spec, input=inp, artifacts=[art],
+        labels=["a", "b", "c"],
+        preprocessing=spec,
+        input=inp,
+        artifacts=[art],
         data={"root": str(data), "test": [], "calibration": items},
-    )  # fmt: skip
+    )
     m.save(bdir)
     return bdir, m
 
@@ -165,9 +179,14 @@ def test_profile_from_batch_range_and_input_spec() -> None:
 
 @pytest.mark.parametrize(
     ("rng", "msg"),
-    [((0, 1, 2), "minimum must be >= 1"), ((4, 2, 8), "min <= opt <= max"),
-     ((1, 9, 8), "min <= opt <= max"), ((1, 2), "three integers"), ((1.0, 2, 3), "three integers")],
-)  # fmt: skip
+    [
+        ((0, 1, 2), "minimum must be >= 1"),
+        ((4, 2, 8), "min <= opt <= max"),
+        ((1, 9, 8), "min <= opt <= max"),
+        ((1, 2), "three integers"),
+        ((1.0, 2, 3), "three integers"),
+    ],
+)
 def test_batch_range_validation(rng: tuple[int, int, int], msg: str) -> None:
     with pytest.raises(FtedgeError, match=msg):
         T.check_batch_range(rng)
@@ -209,10 +228,16 @@ def test_cache_key_is_stable_and_names_the_plan() -> None:
 
 @pytest.mark.parametrize(
     "change",
-    [{"onnx_sha256": "cd" * 32}, {"tensorrt_version": "10.3.0.31"}, {"device_name": "Xavier"},
-     {"compute_capability": "7.2"}, {"precision": "int8"}, {"batch_range": (1, 8, 16)},
-     {"batch_range": (1, 4, 32)}],
-)  # fmt: skip
+    [
+        {"onnx_sha256": "cd" * 32},
+        {"tensorrt_version": "10.3.0.31"},
+        {"device_name": "Xavier"},
+        {"compute_capability": "7.2"},
+        {"precision": "int8"},
+        {"batch_range": (1, 8, 16)},
+        {"batch_range": (1, 4, 32)},
+    ],
+)
 def test_cache_key_changes_with_each_part(change: dict[str, object]) -> None:
     other = dataclasses.replace(KEY, **change)  # type: ignore[arg-type]
     assert other.digest != KEY.digest
@@ -226,12 +251,15 @@ SHAPES = "--minShapes=input:1x3x64x64 --optShapes=input:8x3x64x64 --maxShapes=in
 
 @pytest.mark.parametrize(
     ("major", "precision", "onnx", "flags"),
-    [(10, "fp32", "model.onnx", ""), (10, "fp16", "model.onnx", " --fp16"),
-     (10, "int8", "tensorrt/model.int8-qdq.onnx", " --int8"),
-     (11, "fp32", "model.onnx", " --stronglyTyped"),
-     (11, "fp16", "tensorrt/model.fp16.onnx", " --stronglyTyped"),
-     (11, "int8", "tensorrt/model.int8-qdq.onnx", " --stronglyTyped")],
-)  # fmt: skip
+    [
+        (10, "fp32", "model.onnx", ""),
+        (10, "fp16", "model.onnx", " --fp16"),
+        (10, "int8", "tensorrt/model.int8-qdq.onnx", " --int8"),
+        (11, "fp32", "model.onnx", " --stronglyTyped"),
+        (11, "fp16", "tensorrt/model.fp16.onnx", " --stronglyTyped"),
+        (11, "int8", "tensorrt/model.int8-qdq.onnx", " --stronglyTyped"),
+    ],
+)
 def test_trtexec_command_per_version_and_precision(
     major: int, precision: str, onnx: str, flags: str
 ) -> None:

@@ -115,8 +115,12 @@ def write_bundle(root: Path, plan_bytes: bytes, details: dict[str, Any]) -> Path
     (root / "tensorrt").mkdir(parents=True)
     plan = root / "tensorrt" / "model.fp16.abcd.plan"
     plan.write_bytes(plan_bytes)
-    art = {"format": "tensorrt", "precision": "fp16", "path": "tensorrt/model.fp16.abcd.plan",
-           "details": details}  # fmt: skip
+    art = {
+        "format": "tensorrt",
+        "precision": "fp16",
+        "path": "tensorrt/model.fp16.abcd.plan",
+        "details": details,
+    }
     (root / "manifest.json").write_text(json.dumps({"schema_version": 1, "artifacts": [art]}))
     return plan
 
@@ -339,8 +343,11 @@ def test_runner_refuses_a_plan_for_another_device_before_deserializing(
     fake: tuple[FakeCuda, list[str]], tmp_path: Path
 ) -> None:
     _, log = fake
-    plan = write_bundle(tmp_path / "b", b"PLAN", {**DETAILS, "compute_capability": "9.0",
-                                                 "device_name": "NVIDIA H100"})  # fmt: skip
+    plan = write_bundle(
+        tmp_path / "b",
+        b"PLAN",
+        {**DETAILS, "compute_capability": "9.0", "device_name": "NVIDIA H100"},
+    )
     with pytest.raises(FtedgeError) as e:
         R.TensorRTRunner(str(plan)).activate()
     msg = str(e.value)

@@ -31,8 +31,18 @@ def _comparable(metrics: dict) -> dict:
 
 
 def test_tiny_run_layout(tiny_run):
-    for f in ("best.safetensors", "best.json", "last.safetensors", "last.json", "last.state.pt",
-              "splits.json", "metrics.json", "config.yaml", "curves.png", "confusion_matrix.png"):  # fmt: skip
+    for f in (
+        "best.safetensors",
+        "best.json",
+        "last.safetensors",
+        "last.json",
+        "last.state.pt",
+        "splits.json",
+        "metrics.json",
+        "config.yaml",
+        "curves.png",
+        "confusion_matrix.png",
+    ):
         assert (tiny_run / f).is_file(), f
     assert (tiny_run.parent / "latest").resolve() == tiny_run.resolve()
     # Atomic writes go through 0600 temp files: the results still get the user's umask.
@@ -83,10 +93,13 @@ def test_unfreeze_top_block_trains_only_that_block(small_data, tmp_path):
     got = load_checkpoint(result.run_dir, "last").model
     ref_units, got_units = backbone_units(ref.backbone), backbone_units(got.backbone)
     changed = [
-        any(not torch.equal(a, b) for m1, m2 in zip(u1, u2, strict=True)
-            for a, b in zip(m1.state_dict().values(), m2.state_dict().values(), strict=True))
+        any(
+            not torch.equal(a, b)
+            for m1, m2 in zip(u1, u2, strict=True)
+            for a, b in zip(m1.state_dict().values(), m2.state_dict().values(), strict=True)
+        )
         for u1, u2 in zip(ref_units, got_units, strict=True)
-    ]  # fmt: skip
+    ]
     assert changed[-1] and not any(changed[:-1])
 
 
@@ -120,10 +133,31 @@ def test_corrupt_jpeg_in_training_data_is_skipped_and_counted(small_data, tmp_pa
 
 def _train_cmd(data: Path, out: Path, name: str) -> list[str]:
     return [
-        sys.executable, "-m", "ftedge", "train", "--data", str(data), "--out", str(out),
-        "--name", name, "--image-size", "64", "--batch-size", "8", "--workers", "0",
-        "--epochs", "4", "--augment", "on", "--patience", "0", "--threads", "1",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "ftedge",
+        "train",
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--name",
+        name,
+        "--image-size",
+        "64",
+        "--batch-size",
+        "8",
+        "--workers",
+        "0",
+        "--epochs",
+        "4",
+        "--augment",
+        "on",
+        "--patience",
+        "0",
+        "--threads",
+        "1",
+    ]
 
 
 @pytest.mark.slow
@@ -134,9 +168,11 @@ def test_resume_after_sigkill_reproduces_the_uninterrupted_run(small_data, tmp_p
     )
     assert ref.returncode == 0, ref.stderr[-2000:]
     proc = subprocess.Popen(
-        _train_cmd(small_data, tmp_path, "killed"), env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        _train_cmd(small_data, tmp_path, "killed"),
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     last = tmp_path / "killed" / "last.json"
     deadline = time.time() + 300
     # Kill as soon as epoch 1 is saved: the process is then inside epoch 2.
@@ -150,8 +186,10 @@ def test_resume_after_sigkill_reproduces_the_uninterrupted_run(small_data, tmp_p
     assert not (tmp_path / "killed" / "metrics.json").exists()
     res = subprocess.run(
         [sys.executable, "-m", "ftedge", "train", "--resume", str(tmp_path / "killed")],
-        env=env, capture_output=True, text=True,
-    )  # fmt: skip
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     a = json.loads((tmp_path / "ref" / "metrics.json").read_text())
     b = json.loads((tmp_path / "killed" / "metrics.json").read_text())

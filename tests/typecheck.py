@@ -85,8 +85,17 @@ def run_mypy(
         "[mypy-tensorrt,tensorrt.*,tensorrt_bindings,tensorrt_bindings.*]\nignore_errors = True\n"
         "[mypy-torch,torch.*,torchvision.*,timm.*]\nfollow_imports = skip\n"
     )
-    args = [sys.executable, "-m", "mypy", "--config-file", str(cfg),
-            "--cache-dir", str(tmp_path / "cache"), "--python-executable", sys.executable]  # fmt: skip
+    args = [
+        sys.executable,
+        "-m",
+        "mypy",
+        "--config-file",
+        str(cfg),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--python-executable",
+        sys.executable,
+    ]
     if strict:
         args.append("--strict")
     for p in packages:

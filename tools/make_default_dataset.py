@@ -18,9 +18,17 @@ import numpy as np
 SRC = Path("/usr/share/datasets/fashion-mnist")
 DST = Path(__file__).resolve().parents[1] / "ftedge" / "data" / "assets"
 CLASSES = [
-    "t-shirt_top", "trouser", "pullover", "dress", "coat",
-    "sandal", "shirt", "sneaker", "bag", "ankle_boot",
-]  # fmt: skip
+    "t-shirt_top",
+    "trouser",
+    "pullover",
+    "dress",
+    "coat",
+    "sandal",
+    "shirt",
+    "sneaker",
+    "bag",
+    "ankle_boot",
+]
 
 
 def read_idx(path: Path) -> np.ndarray:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ftedge.runtime.manifest import mkdtemp_beside
+from ftedge.files import mkdtemp_beside
 
 ASSET = "fashion_mnist_sample.npz"
 NAME = "fashion-mnist-sample"

@@ -74,7 +74,7 @@ class DatasetSplits:
         )
 
     def save(self, path: str | Path) -> None:
-        from ftedge.runtime.manifest import atomic_write_text
+        from ftedge.files import atomic_write_text
 
         atomic_write_text(path, json.dumps(self.to_dict()) + "\n")
 

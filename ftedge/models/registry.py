@@ -167,7 +167,7 @@ def load_weights_by_name_or_order(
     """Load by key; if keys differ but every tensor matches by position and shape, by order.
 
     The offline EfficientNet-Lite files use the original repo's key names; their tensors line up
-    one to one with timm's (design.md §2), so the order-based path makes them load.
+    one to one with timm's, so the order-based path makes them load.
     """
     own = model.state_dict()
     if set(own) == set(state):

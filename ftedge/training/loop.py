@@ -39,8 +39,8 @@ from ftedge.data.folders import scan_image_folder
 from ftedge.data.torch_data import EpochShardSampler, ImageDataset, shard
 from ftedge.data.transforms import eval_transform, train_transform
 from ftedge.errors import FtedgeError
+from ftedge.files import atomic_write_text, point_latest
 from ftedge.models import FtedgeClassifier, HeadSpec, build_classifier, resolve_backbone
-from ftedge.runtime.manifest import atomic_write_text, point_latest
 from ftedge.training import distributed as dist
 from ftedge.training.features import FrozenExtractor, extract_features
 from ftedge.training.metrics import classification_report, plot_confusion, plot_curves
@@ -432,9 +432,13 @@ def train(cfg: TrainConfig, *, resume: str | Path | None = None) -> TrainResult:
     from tqdm.auto import tqdm
 
     bar = tqdm(
-        range(start_epoch, cfg.epochs), desc="epochs", disable=not main, file=sys.stderr,
-        initial=start_epoch, total=cfg.epochs,
-    )  # fmt: skip
+        range(start_epoch, cfg.epochs),
+        desc="epochs",
+        disable=not main,
+        file=sys.stderr,
+        initial=start_epoch,
+        total=cfg.epochs,
+    )
     stopped_early = False
     for epoch in bar:
         t0 = time.perf_counter()

@@ -4,7 +4,7 @@
         logits = r.infer({"input": x})["logits"]
 
 Intra-op spin-waiting is OFF by default: ORT's worker threads otherwise busy-wait after every
-run and steal the cores from anything else in the process (design.md §2 measured torch eager
+run and steal the cores from anything else in the process (measured: torch eager
 going from 13 to 144 ms beside a spinning ORT session). Pass ``spin_wait=True`` for the last few
 percent of latency when ORT owns the machine.
 """

@@ -5,7 +5,7 @@
         r.describe()["execution_precision"]   # what actually ran, e.g. "f32" or "bf16"
 
 On CPUs with AMX/AVX-512-BF16 OpenVINO executes FP32 models in bf16 unless told otherwise
-(design.md §2: up to 5e-4 logit difference), so ``precision="f32"`` is what a parity check
+(measured: up to 5e-4 logit difference), so ``precision="f32"`` is what a parity check
 wants, and ``describe()`` always reports the precision the compiled model really uses.
 """
 
