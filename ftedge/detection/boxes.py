@@ -35,17 +35,14 @@ class RawDataset:
 def repair_boxes(
     raw: RawSample, width: int, height: int
 ) -> tuple[np.ndarray, np.ndarray, AnnotationReport]:
-    """Pixel boxes clipped to the image, zero-area and unknown-class boxes dropped, counted."""
+    """Pixel boxes clipped to the image; boxes without positive area (after clipping, or with
+    x2 < x1 or y2 < y1) and of unknown classes dropped; all of it counted."""
     boxes = np.asarray(raw.boxes, np.float64).reshape(-1, 4)
     labels = np.asarray(raw.labels, np.int64).reshape(-1)
     if raw.normalised:
         boxes = boxes * np.array([width, height, width, height], np.float64)
     known = labels != UNKNOWN
     boxes, labels = boxes[known], labels[known]
-    # A box drawn right-to-left is still the same box: order the corners before clipping.
-    boxes = np.concatenate(
-        [np.minimum(boxes[:, :2], boxes[:, 2:]), np.maximum(boxes[:, :2], boxes[:, 2:])], axis=1
-    )
     clipped = np.clip(boxes, 0.0, np.array([width, height, width, height], np.float64))
     area_ok = (clipped[:, 2] > clipped[:, 0]) & (clipped[:, 3] > clipped[:, 1])
     # Under half a pixel outside is rounding in the annotation tool (or in normalised YOLO

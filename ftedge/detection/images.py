@@ -67,5 +67,4 @@ def open_rgb(path: str | Path) -> Image.Image:
     from PIL import Image, ImageOps
 
     with Image.open(path) as im:
-        im = ImageOps.exif_transpose(im)
-        return im.convert("RGB")
+        return ImageOps.exif_transpose(im).convert("RGB")

@@ -52,7 +52,7 @@ class AnnotationReport:
     """What loading repaired or dropped; nothing is changed silently.
 
     - ``clipped``: boxes partly outside the image, clipped to it;
-    - ``zero_area_dropped``: boxes with no area (after clipping), dropped;
+    - ``zero_area_dropped``: boxes with no area (after clipping, or inverted corners), dropped;
     - ``unknown_class_dropped``: boxes whose class is not in the names, dropped (only when the
       loader was asked to drop them instead of failing);
     - ``crowd_ignored``: COCO ``iscrowd`` regions, not used as boxes;
