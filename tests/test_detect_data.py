@@ -209,6 +209,20 @@ def test_coco_missing_image_is_counted_as_unreadable(tmp_path):
     assert sum(len(ds.split(n)) for n in ("train", "val", "test")) == 4
 
 
+def test_coco_2017_layout_finds_images_in_their_split_folders(tmp_path):
+    root = tmp_path / "c"
+    for split, n in (("train", 3), ("val", 1), ("test", 1)):
+        anns = [{"image_id": 100 + i, "category_id": 7, "bbox": [1, 1, 9, 9]} for i in range(n)]
+        _coco(root, f"instances_{split}2017.json", [f"{i:03d}.jpg" for i in range(n)], anns)
+        # Every split has a 000.jpg: each JSON must find the one in its own folder.
+        (root / "images").rename(root / f"{split}2017")
+    ds = load_detection_data(root)
+    assert ds.split_method == "predefined"
+    for split in ("train", "val", "test"):
+        assert all(Path(s.path).parent.name == f"{split}2017" for s in ds.split(split))
+    assert len(ds.train) == 3 and not ds.report.unreadable_images
+
+
 # -- Pascal VOC -------------------------------------------------------------------------------
 def _voc_xml(filename: str, objects: list[tuple[str, tuple]]) -> str:
     objs = "".join(
@@ -301,6 +315,17 @@ def test_no_images_or_no_boxes_are_errors(tmp_path):
         _image(root / "images" / f"{i}.png")
     with pytest.raises(FtedgeError, match="no boxes"):
         load_detection_data(root)
+
+
+def test_verify_decodes_images_to_catch_truncated_files(tmp_path):
+    root = _yolo_pool(tmp_path / "y", n=5)
+    jpg = _image(root / "images" / "big.jpg", 300, 200)
+    _write(root / "labels" / "big.txt", "0 0.5 0.5 0.2 0.2\n")
+    jpg.write_bytes(jpg.read_bytes()[:2000])  # the header survives, the pixels do not
+    assert not load_detection_data(root).report.unreadable_images
+    with pytest.warns(UserWarning, match="unreadable"):
+        ds = load_detection_data(root, verify=True)
+    assert ds.report.unreadable_images == ("images/big.jpg",)
 
 
 # -- EXIF orientation -------------------------------------------------------------------------
