@@ -1,0 +1,103 @@
+"""The detector: a frozen pretrained backbone's stride 8/16/32 features -> FPN neck -> FCOS head.
+
+``DetectionLayers`` (neck + head) are the new layers that training fits; the backbone is any
+timm model that reports its feature maps (``feature_info``), frozen like the classifier's.
+``ExportDetector`` adds the decoding that goes into the exported graph: boxes in input pixels
+and per-class scores for every cell, so a runtime needs only thresholding and NMS.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ftedge.detection.decode import distances_to_boxes, scores
+from ftedge.detection.grid import level_sizes, make_grid
+from ftedge.detection.head import FCOSHead
+from ftedge.detection.neck import FPNNeck
+from ftedge.errors import FtedgeError
+
+STRIDES = (8, 16, 32)
+
+
+@dataclass(frozen=True)
+class DetectorSpec:
+    """Shape of the new layers (saved with the checkpoint, enough to rebuild them)."""
+
+    num_classes: int
+    in_channels: tuple[int, ...]
+    strides: tuple[int, ...] = STRIDES
+    channels: int = 64
+    depth: int = 2
+
+
+class MultiScaleBackbone(nn.Module):
+    """A timm model's feature maps at the last block of each of ``strides``."""
+
+    def __init__(self, model: nn.Module, strides: tuple[int, ...] = STRIDES) -> None:
+        super().__init__()
+        info = getattr(model, "feature_info", None)
+        if not info or not hasattr(model, "forward_intermediates"):
+            raise FtedgeError(
+                f"{type(model).__name__} does not expose multi-scale features: detection needs "
+                "a timm backbone (e.g. tf_efficientnet_lite0, mobilenetv3_large_100, resnet18)"
+            )
+        reductions = [int(f["reduction"]) for f in info]
+        missing = [s for s in strides if s not in reductions]
+        if missing:
+            raise FtedgeError(f"backbone has no feature map at stride {missing[0]}")
+        # The last block at each stride: the deepest features of that resolution.
+        self.indices = [max(i for i, r in enumerate(reductions) if r == s) for s in strides]
+        self.channels = tuple(int(info[i]["num_chs"]) for i in self.indices)
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return list(
+            self.model.forward_intermediates(x, indices=self.indices, intermediates_only=True)
+        )
+
+
+class DetectionLayers(nn.Module):
+    """Neck + head: ``forward(features) -> (cls logits, ltrb distances, ctr logits)``."""
+
+    def __init__(self, spec: DetectorSpec) -> None:
+        super().__init__()
+        self.spec = spec
+        self.neck = FPNNeck(list(spec.in_channels), spec.channels)
+        self.head = FCOSHead(spec.num_classes, spec.channels, spec.depth, spec.strides)
+
+    def forward(self, feats: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.head(self.neck(feats))
+
+
+class Detector(nn.Module):
+    """Backbone + new layers, raw per-cell outputs (what training and the loss use)."""
+
+    def __init__(self, backbone: MultiScaleBackbone, layers: DetectionLayers) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.layers = layers
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.layers(self.backbone(x))
+
+
+class ExportDetector(nn.Module):
+    """``forward(images) -> (boxes (N, P, 4) xyxy input pixels, scores (N, P, K))``.
+
+    The cell grid depends only on the input's height and width, which are fixed at export, so
+    it is computed once here and becomes a constant of the graph.
+    """
+
+    def __init__(self, detector: Detector, height: int, width: int) -> None:
+        super().__init__()
+        self.detector = detector
+        strides = detector.layers.spec.strides
+        grid = make_grid(level_sizes(height, width, strides), strides)
+        self.register_buffer("centers", grid.centers, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        cls, ltrb, ctr = self.detector(x)
+        return distances_to_boxes(self.centers, ltrb), scores(cls, ctr)
