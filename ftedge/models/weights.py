@@ -68,7 +68,9 @@ def efficientnet_lite_key_map(
     stages = getattr(model, "blocks", None)
     if not isinstance(stages, nn.Sequential):
         raise FtedgeError(f"{type(model).__name__} is not a timm EfficientNet")
-    flat = [f"blocks.{s}.{i}." for s, stage in enumerate(stages) for i in range(len(stage))]
+    flat = [
+        f"blocks.{s}.{i}." for s, stage in enumerate(stages) for i, _ in enumerate(stage.children())
+    ]
     expanded = {m.group(1) for k in state if (m := _LITE_BLOCK.match(k)) and "_expand_conv" in k}
 
     def key(name: str) -> str:

@@ -13,11 +13,14 @@ import sys
 import warnings
 import weakref
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from ftedge.training.steps import StepRunner
 
 
 def _conv_bn_pairs(
@@ -123,7 +126,7 @@ class FrozenExtractor:
 def extract_features(
     extractor: FrozenExtractor,
     loader: torch.utils.data.DataLoader,
-    ctx: Any,
+    ctx: StepRunner,
     name: str,
     cache_dir: str | None = None,
     show: bool = True,
