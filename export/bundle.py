@@ -215,9 +215,7 @@ def _run_source(run: Path) -> tuple[dict[str, Any], Any]:
     if not run.exists():
         raise FtedgeError(f"{run} does not exist (train first: ftedge train)")
     meta = read_meta(run)
-    splits_path = (
-        run / "splits.json" if run.is_dir() else Path(meta["_json_path"]).parent / "splits.json"
-    )
+    splits_path = run / "splits.json" if run.is_dir() else run.parent / "splits.json"
     if not splits_path.is_file():
         raise FtedgeError(f"{splits_path} is missing: the run's data splits are needed to verify")
     try:

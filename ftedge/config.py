@@ -18,8 +18,9 @@ from ftedge.errors import FtedgeError
 T = TypeVar("T")
 
 
-def opt(default: Any, help: str, **kw: Any) -> Any:
-    return dataclasses.field(default=default, metadata={"help": help, **kw})
+def opt(default: Any, help: str) -> Any:
+    """A config field: its default and the ``--help`` text of its flag."""
+    return dataclasses.field(default=default, metadata={"help": help})
 
 
 @dataclasses.dataclass(frozen=True)

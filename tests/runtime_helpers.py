@@ -97,7 +97,7 @@ def build_test_bundle(run_dir: Path, dest: Path) -> Path:
         preprocessing=spec.to_dict(),
         input=float_in,
         output=out,
-        provenance={"checkpoint": str(Path(meta["_json_path"]).resolve()), "source": "tests"},
+        provenance={"checkpoint": str(ck.json_path.resolve()), "source": "tests"},
         data={"root": splits.root, "test": [[s.path, s.label] for s in splits.test]},
         reference={"accuracy": acc, "logits": "reference_logits.npy"},
         artifacts=[

@@ -146,3 +146,72 @@ def test_batchnorm_folding_for_cached_features_is_exact_and_complete(name):
         assert ex.folded == n_bn
     # The original backbone is untouched.
     assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.backbone.modules()) == n_bn
+
+
+# -- pretrained weights load by name, checked -------------------------------------------------
+def _lite0_file_state() -> dict[str, torch.Tensor]:
+    import importlib
+
+    from ftedge.models.registry import OFFLINE_WEIGHTS, read_state_dict
+
+    module, cls = OFFLINE_WEIGHTS["tf_efficientnet_lite0"]
+    return read_state_dict(getattr(importlib.import_module(module), cls).get_model_file_path())
+
+
+def test_offline_weights_load_by_name_into_every_slot():
+    state = _lite0_file_state()
+    model, _ = create_backbone(resolve_backbone("tf_efficientnet_lite0"))
+    own = model.state_dict()
+    assert torch.equal(own["blocks.3.0.conv_pw.weight"], state["_blocks.5._expand_conv.weight"])
+    assert torch.equal(own["blocks.0.0.conv_pw.weight"], state["_blocks.0._project_conv.weight"])
+    assert torch.equal(own["bn2.running_var"], state["_bn1.running_var"])
+    assert torch.equal(own["classifier.weight"], state["_fc.weight"])
+
+
+def test_weights_file_with_a_renamed_tensor_is_refused_naming_the_key(tmp_path):
+    state = _lite0_file_state()
+    renamed = {
+        (k + "s" if k == "_blocks.3._project_conv.weight" else k): v for k, v in state.items()
+    }
+    path = tmp_path / "weights.pth"
+    torch.save(renamed, path)
+    with pytest.raises(
+        FtedgeError, match=r"weights\.pth: unexpected key _blocks\.3\._project_conv\.weights$"
+    ):
+        create_backbone(resolve_backbone(f"tf_efficientnet_lite0@{path}"))
+
+
+def test_weights_file_with_two_same_shape_tensors_swapped_in_name_loads_them_by_name(tmp_path):
+    """The file's order is unchanged, only the two names are exchanged: loading by position
+    would put each tensor back where it came from; loading by name puts it where it is named."""
+    a, b = "_blocks.9._project_conv.weight", "_blocks.10._project_conv.weight"
+    state = _lite0_file_state()
+    assert state[a].shape == state[b].shape and not torch.equal(state[a], state[b])
+    swapped = {{a: b, b: a}.get(k, k): v for k, v in state.items()}
+    path = tmp_path / "weights.pth"
+    torch.save(swapped, path)
+    model, _ = create_backbone(resolve_backbone(f"tf_efficientnet_lite0@{path}"))
+    own = model.state_dict()
+    assert torch.equal(own["blocks.4.1.conv_pwl.weight"], swapped[a])  # file's _blocks.9
+    assert torch.equal(own["blocks.4.2.conv_pwl.weight"], swapped[b])  # file's _blocks.10
+
+
+def test_torchvision_state_dict_loads_strictly_by_name(tmp_path):
+    import torchvision
+
+    ref = torchvision.models.mobilenet_v2(num_classes=1000).state_dict()
+    path = tmp_path / "weights.pth"
+    wrong_shape = ref | {"classifier.1.weight": torch.zeros(10, 1280)}
+    torch.save(wrong_shape, path)
+    with pytest.raises(
+        FtedgeError,
+        match=r"weights\.pth: classifier\.1\.weight has shape \(10, 1280\) "
+        r"but the model expects \(1000, 1280\)$",
+    ):
+        create_backbone(resolve_backbone(f"tv:mobilenet_v2@{path}"))
+    torch.save({k: v for k, v in ref.items() if k != "features.0.0.weight"}, path)
+    with pytest.raises(FtedgeError, match=r"weights\.pth: missing key features\.0\.0\.weight$"):
+        create_backbone(resolve_backbone(f"tv:mobilenet_v2@{path}"))
+    torch.save(ref | {"extra.weight": torch.zeros(1)}, path)
+    with pytest.raises(FtedgeError, match=r"weights\.pth: unexpected key extra\.weight$"):
+        create_backbone(resolve_backbone(f"tv:mobilenet_v2@{path}"))

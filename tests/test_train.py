@@ -14,10 +14,18 @@ import numpy as np
 import pytest
 import torch
 
-from ftedge.checkpoint import load_checkpoint, read_meta
+from ftedge.checkpoint import (
+    CheckpointMeta,
+    load_checkpoint,
+    read_checkpoint_meta,
+    read_meta,
+    resolve_checkpoint,
+)
 from ftedge.config import TrainConfig
+from ftedge.errors import FtedgeError
 from ftedge.training.loop import train
 
+FIXTURES = Path(__file__).parent / "fixtures"
 BASE = dict(image_size=64, batch_size=16, workers=0, epochs=3, lr=1e-2, patience=0)
 
 
@@ -206,3 +214,53 @@ def test_cuda_amp_channels_last_with_unfrozen_blocks(small_data, tmp_path):
     x = torch.randn(2, 3, 64, 64)
     with torch.inference_mode():
         assert torch.isfinite(load_checkpoint(result.run_dir).model(x)).all()
+
+
+def test_checkpoint_sidecar_is_typed_and_names_its_files(tiny_run):
+    loaded = load_checkpoint(tiny_run)
+    assert loaded.json_path == tiny_run / "best.json"
+    assert loaded.path == tiny_run / "best.safetensors"
+    assert isinstance(loaded.info, CheckpointMeta)
+    assert loaded.info.preprocessing.input_size == (3, 64, 64)
+    assert loaded.info.classes == ("bag", "sneaker", "trouser")
+    assert (
+        loaded.info.test_accuracy
+        == json.loads((tiny_run / "metrics.json").read_text())["test"]["accuracy"]
+    )
+    on_disk = json.loads((tiny_run / "best.json").read_text())
+    assert read_meta(tiny_run) == loaded.meta == on_disk  # nothing added on read
+
+
+def test_checkpoint_written_by_version_0_1_0_is_still_read(tmp_path):
+    """tests/fixtures/checkpoint_v1: a sidecar as ftedge 0.1.0 wrote it (make_fixture.py)."""
+    import shutil
+
+    run = tmp_path / "old-run"
+    shutil.copytree(FIXTURES / "checkpoint_v1", run)
+    on_disk = json.loads((run / "best.json").read_text())
+    for where in (run, run / "best.json", run / "best.safetensors"):
+        assert resolve_checkpoint(where) == run / "best.json"
+        assert read_meta(where) == on_disk
+    meta = read_checkpoint_meta(run / "best.json")
+    assert meta.classes == ("bag", "sneaker", "trouser")
+    assert (meta.backbone.arch, meta.backbone.weights) == ("tf_efficientnet_lite0", "offline")
+    assert meta.head.num_classes == 3 and meta.num_features == 1280
+    assert meta.preprocessing.input_size == (3, 64, 64) and meta.preprocessing.mean == (0.5,) * 3
+    assert (meta.epoch, meta.val_accuracy, meta.test_accuracy) == (
+        2,
+        0.9583333333333334,
+        0.9166666666666666,
+    )
+    assert meta.config["image_size"] == 64 and meta.data.splits == "splits.json"
+    # The weights are found beside the sidecar and pass their sha256 check; this stand-in
+    # (a 4 -> 3 linear layer) then does not fit the Lite0 classifier its sidecar describes.
+    with pytest.raises(FtedgeError, match="does not fit its metadata"):
+        load_checkpoint(run)
+    (run / "best.safetensors").write_bytes(b"altered")
+    with pytest.raises(FtedgeError, match="do not match their sha256"):
+        load_checkpoint(run)
+
+
+def test_train_takes_a_config_or_a_run_to_resume_not_both(tmp_path):
+    with pytest.raises(FtedgeError, match="saved config"):
+        train(TrainConfig(), resume=tmp_path)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from importlib import resources
 from pathlib import Path
 
@@ -41,6 +42,7 @@ def materialize_default(dest: str | Path | None = None) -> Path:
     dest = Path(dest) if dest is not None else cache_root() / "datasets" / NAME
     if (dest / ".complete").is_file():
         return dest
+    print(f"writing the built-in dataset to {dest}", file=sys.stderr)
     arrays = load_arrays()
     classes = [str(c) for c in arrays["classes"]]
     dest.parent.mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from PIL import Image
 
@@ -27,7 +27,8 @@ from ftedge.errors import FtedgeError
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 )
-SPLITS = ("train", "val", "test")
+SplitName = Literal["train", "val", "test"]
+SPLITS: tuple[SplitName, ...] = ("train", "val", "test")
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ class DatasetSplits:
     test: list[Sample]
     skipped: list[str] = field(default_factory=list)
 
-    def split(self, name: str) -> list[Sample]:
+    def split(self, name: SplitName) -> list[Sample]:
         if name not in SPLITS:
             raise ValueError(f"unknown split {name!r}")
         samples: list[Sample] = getattr(self, name)
@@ -124,32 +125,75 @@ def _stratified_split(
     return parts
 
 
+Layout = dict[str, list[Path]]  # class name -> image files
+SCAN_THREADS = 8  # decoding releases the GIL: threads check files in parallel
+
+
 def scan_image_folder(
     root: str | Path,
     *,
     val_fraction: float = 0.15,
     test_fraction: float = 0.15,
     seed: int = 0,
-    verify: bool = True,
-    workers: int = 8,
 ) -> DatasetSplits:
     """Scan ``root`` into stratified splits; raise FtedgeError on unusable input."""
+    root = _existing_folder(root)
+    presplit = (root / "train").is_dir()
+    layouts = _list_layouts(root, presplit)
+    classes = _check_classes(root, layouts, presplit)
+    layouts, skipped = _drop_unreadable(root, layouts)
+    if skipped:
+        warnings.warn(
+            f"skipped {len(skipped)} unreadable image(s) in {root} (first: {skipped[0]})",
+            stacklevel=2,
+        )
+    first = layouts["train" if presplit else "all"]
+    empty = [c for c in classes if not first[c]]
+    if empty:
+        raise FtedgeError(f"class folder(s) with no readable images: {', '.join(empty)}")
+
+    def samples(layout: Layout) -> list[list[Sample]]:
+        return [
+            [Sample(f.relative_to(root).as_posix(), i) for f in layout.get(c, [])]
+            for i, c in enumerate(classes)
+        ]
+
+    per_split = {name: samples(layout) for name, layout in layouts.items()}
+    if presplit:
+        train, val, test = _fill_missing_splits(per_split, val_fraction, test_fraction, seed)
+    else:
+        small = [c for c in classes if len(first[c]) < 3]
+        if small:
+            raise FtedgeError(
+                f"class(es) {', '.join(small)} have fewer than 3 images: cannot split "
+                "train/val/test (add images or provide DIR/train, DIR/val, DIR/test)"
+            )
+        train, val, test = _stratified_split(per_split["all"], [val_fraction, test_fraction], seed)
+    for name, split in (("train", train), ("val", val), ("test", test)):
+        if not split:
+            raise FtedgeError(f"the {name} split of {root} is empty")
+    return DatasetSplits(str(root), classes, train, val, test, skipped)
+
+
+def _existing_folder(root: str | Path) -> Path:
     root = Path(root).expanduser()
     if not root.exists():
         raise FtedgeError(f"data folder {root} does not exist")
     if not root.is_dir():
         raise FtedgeError(f"data path {root} is not a folder")
-    root = root.resolve()
-    presplit = (root / "train").is_dir()
-    layouts: dict[str, dict[str, list[Path]]] = {}
-    if presplit:
-        for name in SPLITS:
-            if (root / name).is_dir():
-                layouts[name] = _list_classes(root / name)
-    else:
-        layouts["all"] = _list_classes(root)
-    first = layouts["train" if presplit else "all"]
-    classes = sorted(first)
+    return root.resolve()
+
+
+def _list_layouts(root: Path, presplit: bool) -> dict[str, Layout]:
+    """Per split folder ("all" for a single folder): its classes and their image files."""
+    if not presplit:
+        return {"all": _list_classes(root)}
+    return {name: _list_classes(root / name) for name in SPLITS if (root / name).is_dir()}
+
+
+def _check_classes(root: Path, layouts: dict[str, Layout], presplit: bool) -> list[str]:
+    """The class names (from train, or the single folder): at least two, none extra elsewhere."""
+    classes = sorted(layouts["train" if presplit else "all"])
     where = root / "train" if presplit else root
     if not classes:
         raise FtedgeError(f"no class folders in {where} (expected {where}/<class>/<images>)")
@@ -159,52 +203,35 @@ def scan_image_folder(
         extra = sorted(set(layout) - set(classes))
         if extra:
             raise FtedgeError(f"{root / name} has classes not in train: {', '.join(extra)}")
+    return classes
 
-    skipped: list[str] = []
-    if verify:
-        files = [f for layout in layouts.values() for fs in layout.values() for f in fs]
-        with ThreadPoolExecutor(max(1, workers)) as pool:
-            ok = dict(zip(files, pool.map(_is_readable, files), strict=True))
-        skipped = [str(f.relative_to(root)) for f in files if not ok[f]]
-        layouts = {
-            n: {c: [f for f in fs if ok[f]] for c, fs in layout.items()}
-            for n, layout in layouts.items()
-        }
-    if skipped:
-        warnings.warn(
-            f"skipped {len(skipped)} unreadable image(s) in {root} (first: {skipped[0]})",
-            stacklevel=2,
-        )
 
-    def samples(layout: dict[str, list[Path]]) -> list[list[Sample]]:
-        return [
-            [Sample(f.relative_to(root).as_posix(), i) for f in layout.get(c, [])]
-            for i, c in enumerate(classes)
-        ]
+def _drop_unreadable(root: Path, layouts: dict[str, Layout]) -> tuple[dict[str, Layout], list[str]]:
+    """Decode every image once; return the layouts without unreadable files, and those files."""
+    files = [f for layout in layouts.values() for fs in layout.values() for f in fs]
+    with ThreadPoolExecutor(SCAN_THREADS) as pool:
+        ok = dict(zip(files, pool.map(_is_readable, files), strict=True))
+    skipped = [str(f.relative_to(root)) for f in files if not ok[f]]
+    kept = {
+        n: {c: [f for f in fs if ok[f]] for c, fs in layout.items()}
+        for n, layout in layouts.items()
+    }
+    return kept, skipped
 
-    first = layouts["train" if presplit else "all"]
-    empty = [c for c in classes if not first[c]]
-    if empty:
-        raise FtedgeError(f"class folder(s) with no readable images: {', '.join(empty)}")
-    if presplit:
-        train_pc = samples(layouts["train"])
-        val_pc = samples(layouts["val"]) if "val" in layouts else None
-        test_pc = samples(layouts["test"]) if "test" in layouts else None
-        fracs = [f for f, pc in ((val_fraction, val_pc), (test_fraction, test_pc)) if pc is None]
-        parts = _stratified_split(train_pc, fracs, seed)
-        train = parts[0]
-        drawn = iter(parts[1:])
-        val = [s for pc in val_pc for s in pc] if val_pc is not None else next(drawn)
-        test = [s for pc in test_pc for s in pc] if test_pc is not None else next(drawn)
-    else:
-        small = [c for c in classes if len(first[c]) < 3]
-        if small:
-            raise FtedgeError(
-                f"class(es) {', '.join(small)} have fewer than 3 images: cannot split "
-                "train/val/test (add images or provide DIR/train, DIR/val, DIR/test)"
-            )
-        train, val, test = _stratified_split(samples(first), [val_fraction, test_fraction], seed)
-    for name, split in (("train", train), ("val", val), ("test", test)):
-        if not split:
-            raise FtedgeError(f"the {name} split of {root} is empty")
-    return DatasetSplits(str(root), classes, train, val, test, skipped)
+
+def _fill_missing_splits(
+    per_split: dict[str, list[list[Sample]]], val_fraction: float, test_fraction: float, seed: int
+) -> tuple[list[Sample], list[Sample], list[Sample]]:
+    """train/val/test of a pre-split folder: a missing val or test is drawn from train."""
+    missing = [
+        (n, f) for n, f in (("val", val_fraction), ("test", test_fraction)) if n not in per_split
+    ]
+    parts = _stratified_split(per_split["train"], [f for _, f in missing], seed)
+    drawn = dict(zip([n for n, _ in missing], parts[1:], strict=True))
+
+    def given_or_drawn(name: str) -> list[Sample]:
+        if name in drawn:
+            return drawn[name]
+        return [s for per_class in per_split[name] for s in per_class]
+
+    return parts[0], given_or_drawn("val"), given_or_drawn("test")

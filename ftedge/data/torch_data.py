@@ -39,10 +39,8 @@ class EpochShardSampler(Sampler[int]):
     padded by wrapping around), as DDP needs equal step counts.
     """
 
-    def __init__(
-        self, n: int, *, seed: int, shuffle: bool = True, rank: int = 0, world_size: int = 1
-    ):
-        self.n, self.seed, self.shuffle = n, seed, shuffle
+    def __init__(self, n: int, *, seed: int, rank: int = 0, world_size: int = 1):
+        self.n, self.seed = n, seed
         self.rank, self.world_size = rank, world_size
         self.epoch = 0
         self.per_rank = math.ceil(n / world_size)
@@ -51,11 +49,8 @@ class EpochShardSampler(Sampler[int]):
         self.epoch = epoch
 
     def indices(self) -> list[int]:
-        if self.shuffle:
-            g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-            order = torch.randperm(self.n, generator=g).tolist()
-        else:
-            order = list(range(self.n))
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        order = torch.randperm(self.n, generator=g).tolist()
         total = self.per_rank * self.world_size
         order = (order * math.ceil(total / max(1, self.n)))[:total]
         return order[self.rank : total : self.world_size]

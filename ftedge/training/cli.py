@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
         run_dir = Path(args.resume)
         if not run_dir.is_dir():
             raise FtedgeError(f"cannot resume: {run_dir} is not a run directory")
-        result = train(TrainConfig(), resume=run_dir)
+        result = train(resume=run_dir)
     else:
         yaml_values = load_yaml(args.config) if args.config else {}
         cfg = build_config(TrainConfig, yaml_values, vars(args))

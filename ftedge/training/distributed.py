@@ -7,13 +7,16 @@ the same for one process and for many.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 import torch.distributed as td
 from torch import nn
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -24,6 +27,7 @@ class DDPInfo:
 
 
 def init() -> DDPInfo:
+    """This process's place under torchrun, with the process group up (idempotent)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DDPInfo()
@@ -36,6 +40,28 @@ def init() -> DDPInfo:
 
 def active() -> bool:
     return td.is_available() and td.is_initialized()
+
+
+def rank() -> int:
+    return td.get_rank() if active() else 0
+
+
+def rank_zero_first(work: Callable[[], T]) -> T:
+    """``work()`` on rank 0, then, once rank 0 is done, on the other ranks.
+
+    For one-off work on a shared disk (writing the built-in dataset): rank 0 does it while the
+    others wait at a barrier, then finds it done. The process group is brought up first if it
+    is not yet, since the barrier needs it.
+    """
+    ddp = init()
+    if ddp.world_size == 1:
+        return work()
+    if ddp.rank == 0:
+        result = work()
+        barrier()
+        return result
+    barrier()
+    return work()
 
 
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:

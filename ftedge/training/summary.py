@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ftedge.training.loop import TrainResult
 
 
-def print_summary(result: Any, file: IO[str]) -> None:
+def print_summary(result: TrainResult, file: IO[str]) -> None:
     m = result.metrics
     test = m["test"]
     worst = min(test["per_class"].items(), key=lambda kv: kv[1]["recall"])
@@ -17,7 +20,7 @@ def print_summary(result: Any, file: IO[str]) -> None:
         ),
         ("epochs run", f"{len(m['epochs'])}{' (early stop)' if m['stopped_early'] else ''}"),
         ("best epoch", f"{m['best_epoch']} (val accuracy {m['best_val_accuracy']:.4f})"),
-        ("test accuracy", f"{test['accuracy']:.4f}"),
+        ("test accuracy", f"{result.test_accuracy:.4f}"),
         ("weakest class", f"{worst[0]} (recall {worst[1]['recall']:.3f})"),
         ("cached features", "yes" if m["cached_features"] else "no"),
         ("device / amp", f"{m['device']} / {m['amp']} (x{m['world_size']} processes)"),
