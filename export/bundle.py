@@ -37,11 +37,11 @@ from ftedge.export.verify import (
     PARITY_INPUTS,
     REFERENCE_LOGITS,
     EvalData,
-    backend_available,
     load_eval_data,
     verify_artifact,
 )
 from ftedge.files import mkdtemp_beside, point_latest, sha256_file
+from ftedge.runtime.backends import format_available, native_backend
 from ftedge.runtime.manifest import (
     FORMATS,
     MANIFEST_NAME,
@@ -103,7 +103,7 @@ class ExportResult:
 
 def available_formats() -> list[str]:
     """Formats this machine can build: onnx (onnx + onnxruntime), openvino, tensorrt."""
-    return [f for f in FORMATS if backend_available(f)]
+    return [f for f in FORMATS if format_available(f)]
 
 
 def plan(opts: ExportOptions) -> tuple[list[str], dict[str, list[str]], list[str]]:
@@ -163,8 +163,8 @@ def plan(opts: ExportOptions) -> tuple[list[str], dict[str, list[str]], list[str
             )
     if explicit:
         for f in formats:
-            if f != "tensorrt" and not backend_available(f):
-                extra = "onnx" if f == "onnx" else "openvino"
+            if f != "tensorrt" and not format_available(f):
+                extra = native_backend(f).extra
                 raise FtedgeError(f"{f} is not installed here: pip install 'ftedge[{extra}]'")
     return formats, per, notes
 

@@ -185,8 +185,9 @@ def quantize_int8_accuracy_control(
 
 def float_ops(model_path: Path) -> int:
     """Number of Convolution/MatMul ops left without a FakeQuantize input (kept in float)."""
-    ov = _ov()
-    model = ov.Core().read_model(str(model_path))
+    from ftedge.runtime.runners.openvino import read_model
+
+    model = read_model(str(model_path))
     kept = 0
     for op in model.get_ordered_ops():
         if op.get_type_name() in ("Convolution", "GroupConvolution", "MatMul"):

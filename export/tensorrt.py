@@ -54,18 +54,15 @@ NOT_INSTALLED = (
 
 # -- TensorRT detection -------------------------------------------------------------------------
 def tensorrt_version() -> str | None:
-    """The installed TensorRT version, or None when only stubs/nothing is importable.
+    """The installed TensorRT version, or None when only stubs/nothing is importable
+    (the backend registry's availability check decides)."""
+    from ftedge.runtime.backends import get_backend
 
-    ``import tensorrt`` alone proves nothing: the ``tensorrt-stubs`` folder makes it an empty
-    namespace package, so the real module is recognised by its ``Builder`` class.
-    """
-    try:
-        import tensorrt as trt
-    except ImportError:
+    if not get_backend("tensorrt").available():
         return None
-    if not hasattr(trt, "Builder"):
-        return None
-    return str(getattr(trt, "__version__", "0"))
+    import tensorrt as trt
+
+    return str(trt.__version__)
 
 
 def tensorrt_unavailable_reason() -> str | None:

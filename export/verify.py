@@ -21,6 +21,7 @@ import numpy as np
 
 from ftedge.errors import FtedgeError
 from ftedge.files import sha256_file
+from ftedge.runtime.backends import format_available, native_backend
 from ftedge.runtime.classifier import softmax
 from ftedge.runtime.manifest import Artifact, Manifest
 from ftedge.runtime.runners.base import Runner
@@ -81,39 +82,15 @@ def load_eval_data(bundle_dir: Path, manifest: Manifest, *, allow_subset: bool) 
 
 
 def make_runner(bundle_dir: Path, artifact: Artifact, *, strict_fp32: bool = True) -> Runner:
-    """The runner for an artifact; OpenVINO FP32 pinned to f32 execution when ``strict_fp32``."""
-    path = str(bundle_dir / artifact.path)
-    if artifact.format == "onnx":
-        from ftedge.runtime.runners.onnxruntime import OnnxRuntimeRunner
-
-        return OnnxRuntimeRunner(path)
-    if artifact.format == "openvino":
-        from ftedge.runtime.runners.openvino import OpenVinoRunner
-
-        precision = "f32" if strict_fp32 and artifact.precision == "fp32" else None
-        return OpenVinoRunner(path, precision=precision)
-    if artifact.format == "tensorrt":
-        from ftedge.runtime.runners.tensorrt import TensorRTRunner
-
-        return TensorRTRunner(path, device="cuda:0")
-    raise FtedgeError(f"unknown artifact format {artifact.format!r}")
-
-
-def backend_available(fmt: str) -> bool:
-    import importlib.util
-
-    if fmt == "onnx":
-        return importlib.util.find_spec("onnxruntime") is not None
-    if fmt == "openvino":
-        return importlib.util.find_spec("openvino") is not None
-    if fmt == "tensorrt":
-        try:
-            import tensorrt
-
-            return hasattr(tensorrt, "Builder") or hasattr(tensorrt, "Runtime")
-        except ImportError:
-            return False
-    return False
+    """The runner that verifies an artifact: its format's own backend, on that backend's
+    default device; OpenVINO FP32 pinned to f32 execution when ``strict_fp32``."""
+    backend = native_backend(artifact.format)
+    device = backend.device_for(None)
+    assert device is not None  # every backend has a default device
+    options: dict[str, Any] = {}
+    if backend.name == "openvino" and strict_fp32 and artifact.precision == "fp32":
+        options["precision"] = "f32"
+    return backend.create_runner(str(bundle_dir / artifact.path), device=device, **options)
 
 
 def run_artifact(
@@ -244,7 +221,7 @@ def check_bundle(bundle_dir: Path) -> tuple[Manifest, list[CheckResult]]:
         if a.status != "ok":
             results.append(CheckResult(a.name, "skipped", f"status at export: {a.status}"))
             continue
-        if not backend_available(a.format):
+        if not format_available(a.format):
             results.append(CheckResult(a.name, "skipped", f"no {a.format} runtime here"))
             continue
         recorded_agreement = (a.parity or {}).get("top1_agreement")

@@ -50,7 +50,6 @@ from ftedge.runtime.preprocess import PreprocessSpec, load_uint8_crop, preproces
 from ftedge.runtime.stats import LatencyStats
 
 MODES = ("compute", "end_to_end")
-BACKENDS = ("onnxruntime", "openvino", "tensorrt", "torch")
 MODEL_SUFFIXES = {".onnx": "onnx", ".xml": "openvino", ".plan": "tensorrt", ".engine": "tensorrt"}
 
 
@@ -141,9 +140,10 @@ class Plan:
 
 # -- planning ----------------------------------------------------------------------------------
 def _backends_wanted(options: BenchmarkOptions) -> tuple[str, ...]:
+    from ftedge.runtime.backends import BACKENDS, normalize_backend
+
     if options.backends is None:
-        return BACKENDS
-    from ftedge.runtime.select import normalize_backend
+        return tuple(BACKENDS)
 
     return tuple(dict.fromkeys(normalize_backend(b) for b in options.backends))
 
@@ -177,8 +177,9 @@ def plan_bundle(
     images: Sequence[str] | None = None,
 ) -> Plan:
     """Every artifact x backend x variant of a bundle that can run here (no backend imported)."""
+    from ftedge.runtime.backends import get_backend
     from ftedge.runtime.manifest import Manifest
-    from ftedge.runtime.select import backend_installed, candidates
+    from ftedge.runtime.select import candidates
 
     bdir = Path(bundle_dir).resolve()
     manifest = Manifest.load(bdir)
@@ -223,7 +224,7 @@ def plan_bundle(
                 jobs.append(base)
             elif be == "openvino":
                 jobs.append(base)
-                if options.openvino_f32 and a.format == "openvino" and c.device == "CPU":
+                if options.openvino_f32 and a.format == "openvino" and c.device == "cpu":
                     jobs.append(replace(base, variant="f32", runner_options={"precision": "f32"}))
             else:
                 jobs.append(base)
@@ -237,17 +238,17 @@ def plan_bundle(
                     "(pass --torch-checkpoint RUN_DIR)",
                 }
             )
-        elif not backend_installed("torch"):
+        elif not get_backend("torch").available():
             skipped.append({"backend": "torch", "reason": "torch is not installed"})
         else:
-            dev = (options.device or "cpu").lower()
+            dev = get_backend("torch").device_for(options.device) or "cpu"
             jobs.append(
                 Job(
                     artifact="pytorch",
                     format="pytorch",
                     precision="fp32",
                     backend="torch",
-                    device="cpu" if dev in ("cpu", "") else dev,
+                    device=dev,
                     model_path=ckpt,
                     runner_options={"channels_last": True},
                     input=dict(manifest.input),
@@ -296,7 +297,7 @@ def plan_model(
     model: str | os.PathLike[str], options: BenchmarkOptions, *, images: Sequence[str] | None = None
 ) -> Plan:
     """Jobs for one bare model file (.onnx, .xml, .plan/.engine) on each backend that reads it."""
-    from ftedge.runtime.select import backend_installed, device_for
+    from ftedge.runtime.backends import get_backend
 
     path = Path(model).resolve()
     if not path.is_file():
@@ -314,11 +315,12 @@ def plan_model(
     for be in readers:
         if be not in wanted:
             continue
-        dev = device_for(be, options.device)
+        entry = get_backend(be)
+        dev = entry.device_for(options.device)
         if dev is None:
             skipped.append({"backend": be, "reason": f"{be} cannot run on {options.device!r}"})
             continue
-        if not backend_installed(be):
+        if not entry.available():
             skipped.append({"backend": be, "reason": f"{be} is not installed"})
             continue
         job = Job(
@@ -333,7 +335,7 @@ def plan_model(
         if be == "onnxruntime":
             job.runner_options = {"spin_wait": options.ort_spin}
         jobs.append(job)
-        if be == "openvino" and fmt == "openvino" and options.openvino_f32 and dev == "CPU":
+        if be == "openvino" and fmt == "openvino" and options.openvino_f32 and dev == "cpu":
             jobs.append(replace(job, variant="f32", runner_options={"precision": "f32"}))
     source = {"kind": "model", "path": str(path), "labels": None, "reference_accuracy": None}
     return Plan(jobs, options, source, skipped)
@@ -410,65 +412,17 @@ def run_job_isolated(job: Job, options: BenchmarkOptions) -> dict[str, Any]:
         return {"error": f"worker exited with code {proc.returncode}: {tail[-1] if tail else ''}"}
 
 
-def _fixed_batch_openvino(path: str, batch: int, **kwargs: Any) -> Any:
-    """An OpenVinoRunner whose model is reshaped to a static ``batch`` before compiling.
-
-    OpenVINO's CPU plugin runs a static-shape model faster than a dynamic-batch one (measured
-    here: ~8 % at 1 thread on EfficientNet-Lite0), which is why benchmark_app wants ``-shape``.
-    """
-    import openvino as ov
-
-    from ftedge.runtime.runners.openvino import OpenVinoRunner
-
-    class FixedBatchOpenVinoRunner(OpenVinoRunner):
-        def _read_model(self) -> Any:
-            core, model = super()._read_model()
-            shapes = {}
-            for port in model.inputs:
-                ps = port.get_partial_shape()
-                if ps.rank.is_static and len(ps) >= 1 and ps[0].is_dynamic:
-                    dims = [batch] + [d.get_length() if d.is_static else -1 for d in list(ps)[1:]]
-                    shapes[port.get_any_name()] = ov.PartialShape(dims)
-            if shapes:
-                model.reshape(shapes)
-            return core, model
-
-    return FixedBatchOpenVinoRunner(path, **kwargs)
-
-
 def _make_runner(job: Job, options: BenchmarkOptions, fixed_batch: int | None = None) -> Any:
+    """The job's (inactive) runner, from the backend registry; ``fixed_batch`` compiles an
+    OpenVINO model with that static batch (as benchmark_app -shape and trtexec --shapes do)."""
+    from ftedge.runtime.backends import get_backend
+
     opts = dict(job.runner_options)
-    if job.backend == "openvino" and fixed_batch is not None:
-        return _fixed_batch_openvino(
-            job.model_path, fixed_batch, device=job.device, threads=options.threads, **opts
-        )
-    if job.backend == "onnxruntime":
-        from ftedge.runtime.runners.onnxruntime import OnnxRuntimeRunner
-
-        return OnnxRuntimeRunner(job.model_path, device=job.device, threads=options.threads, **opts)
-    if job.backend == "openvino":
-        from ftedge.runtime.runners.openvino import OpenVinoRunner
-
-        return OpenVinoRunner(job.model_path, device=job.device, threads=options.threads, **opts)
-    if job.backend == "torch":
-        from ftedge.runtime.runners.torch_ref import TorchRunner
-
-        return TorchRunner(job.model_path, device=job.device, threads=options.threads, **opts)
-    if job.backend == "tensorrt":
-        import importlib
-
-        from ftedge.runtime.runners.base import Runner
-
-        mod = importlib.import_module("ftedge.runtime.runners.tensorrt")
-        for obj in vars(mod).values():
-            if (
-                isinstance(obj, type)
-                and issubclass(obj, Runner)
-                and getattr(obj, "backend", None) == "tensorrt"
-            ):
-                return obj(job.model_path, device=job.device, **opts)
-        raise FtedgeError("ftedge.runtime.runners.tensorrt has no TensorRT runner")
-    raise FtedgeError(f"unknown backend {job.backend!r}")
+    if fixed_batch is not None:
+        opts["batch"] = fixed_batch
+    return get_backend(job.backend).create_runner(
+        job.model_path, device=job.device, threads=options.threads, **opts
+    )
 
 
 @dataclass

@@ -244,9 +244,9 @@ def test_softmax_output(tiny_run: Path, tmp_path: Path) -> None:
 
 
 def test_tensorrt_step_records_skip_with_trtexec(bundle: Path, tmp_path: Path) -> None:
-    from ftedge.export.verify import backend_available
+    from ftedge.runtime.backends import format_available
 
-    if backend_available("tensorrt"):
+    if format_available("tensorrt"):
         pytest.skip("TensorRT is installed: the engine is built instead")
     out = tmp_path / "trt"
     args = ["export", str(bundle), "--formats", "tensorrt", "--precision", "fp32,int8"]

@@ -258,7 +258,7 @@ def test_camera_app_example_from_the_docs_runs(
     )
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
-    assert lines[0] == "openvino-fp32 on openvino:CPU"
+    assert lines[0] == "openvino-fp32 on openvino:cpu"
     with load(bundle) as clf:
         want = [
             f"{p.label} {p.score:.0%}"

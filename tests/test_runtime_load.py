@@ -60,7 +60,7 @@ def test_auto_picks_the_documented_artifact_and_skips_failed(bundle: Path) -> No
     with load(bundle) as clf:
         # No INT8 artifact is ok (the int8 entry is status=failed): OpenVINO FP32 comes next.
         assert isinstance(clf, Classifier)
-        assert (clf.artifact.name, clf.backend, clf.device) == ("openvino-fp32", "openvino", "CPU")
+        assert (clf.artifact.name, clf.backend, clf.device) == ("openvino-fp32", "openvino", "cpu")
         assert clf.labels == ["bag", "sneaker", "trouser"]
         assert clf.describe()["execution_precision"] in ("f32", "bf16")
     with load(bundle, backend="onnxruntime") as clf:
@@ -246,7 +246,7 @@ def _art(fmt: str, prec: str, status: str = "ok", baked: bool = False) -> Artifa
 
 
 def test_selection_order(monkeypatch: pytest.MonkeyPatch) -> None:
-    import ftedge.runtime.select as sel
+    import ftedge.runtime.backends as backends
 
     m = Manifest(
         labels=["a", "b"],
@@ -263,28 +263,28 @@ def test_selection_order(monkeypatch: pytest.MonkeyPatch) -> None:
             _art("tensorrt", "int8", status="skipped"),
         ],
     )
-    monkeypatch.setattr(sel, "tensorrt_usable", lambda: True)  # as on a Jetson
+    monkeypatch.setattr(backends, "tensorrt_usable", lambda: True)  # as on a Jetson
     names = lambda cs: [f"{c.artifact.name}@{c.backend}:{c.device}" for c in cs]  # noqa: E731
     cands, reasons = candidates(m)
     assert names(cands) == [
         "tensorrt-fp16@tensorrt:cuda:0",
         "onnx-int8@onnxruntime:cpu",
         "onnx-int8-baked@onnxruntime:cpu",
-        "openvino-fp32@openvino:CPU",
-        "openvino-fp16@openvino:CPU",
+        "openvino-fp32@openvino:cpu",
+        "openvino-fp16@openvino:cpu",
         "onnx-fp32@onnxruntime:cpu",
     ]
     assert any(r.startswith("openvino-int8: status failed") for r in reasons)
     assert names(candidates(m, baked=True)[0]) == ["onnx-int8-baked@onnxruntime:cpu"]
     assert names(candidates(m, precision="fp32")[0]) == [
-        "openvino-fp32@openvino:CPU",
+        "openvino-fp32@openvino:cpu",
         "onnx-fp32@onnxruntime:cpu",
     ]
     assert names(candidates(m, backend="openvino", baked=False)[0]) == [
-        "openvino-fp32@openvino:CPU",
-        "openvino-fp16@openvino:CPU",
-        "onnx-int8@openvino:CPU",  # OpenVINO reads ONNX too, after its own IRs
-        "onnx-fp32@openvino:CPU",
+        "openvino-fp32@openvino:cpu",
+        "openvino-fp16@openvino:cpu",
+        "onnx-int8@openvino:cpu",  # OpenVINO reads ONNX too, after its own IRs
+        "onnx-fp32@openvino:cpu",
     ]
     assert names(candidates(m, device="cuda")[0]) == [
         "tensorrt-fp16@tensorrt:cuda:0",
@@ -292,15 +292,15 @@ def test_selection_order(monkeypatch: pytest.MonkeyPatch) -> None:
         "onnx-int8-baked@onnxruntime:cuda",
         "onnx-fp32@onnxruntime:cuda",
     ]
-    assert names(candidates(m, device="gpu")[0])[0] == "openvino-fp32@openvino:GPU"
-    monkeypatch.setattr(sel, "tensorrt_usable", lambda: False)  # this machine
+    assert names(candidates(m, device="gpu")[0])[0] == "openvino-fp32@openvino:gpu"
+    monkeypatch.setattr(backends, "tensorrt_usable", lambda: False)  # this machine
     cands, reasons = candidates(m)
     assert names(cands)[0] == "onnx-int8@onnxruntime:cpu"
     assert any("tensorrt-fp16: tensorrt is not installed" in r for r in reasons)
 
 
 def test_tensorrt_stub_package_is_not_mistaken_for_tensorrt() -> None:
-    from ftedge.runtime.select import tensorrt_usable
+    from ftedge.runtime.backends import tensorrt_usable
 
     try:
         import tensorrt
