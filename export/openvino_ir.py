@@ -53,12 +53,13 @@ def convert_onnx(onnx_path: Path, manifest: Manifest) -> Any:
     )
     model.set_rt_info(" ".join(str(m * 255) for m in spec.mean), ["model_info", "mean_values"])
     model.set_rt_info(" ".join(str(s * 255) for s in spec.std), ["model_info", "scale_values"])
-    model.set_rt_info(json.dumps(manifest.labels), ["ftedge", "labels"])
+    model.set_rt_info(json.dumps(list(manifest.labels)), ["ftedge", "labels"])
     model.set_rt_info(
-        json.dumps(manifest.preprocessing, sort_keys=True), ["ftedge", "preprocessing"]
+        json.dumps(manifest.preprocessing.to_dict(), sort_keys=True), ["ftedge", "preprocessing"]
     )
     model.set_rt_info(
-        json.dumps(manifest.provenance, sort_keys=True, default=str), ["ftedge", "provenance"]
+        json.dumps(manifest.provenance.to_dict(), sort_keys=True, default=str),
+        ["ftedge", "provenance"],
     )
     return model
 

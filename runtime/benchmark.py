@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 
 from ftedge.errors import FtedgeError
+from ftedge.runtime.manifest import DataRef
 from ftedge.runtime.preprocess import PreprocessSpec, load_uint8_crop, preprocess_file
 from ftedge.runtime.stats import LatencyStats
 
@@ -148,25 +149,10 @@ def _backends_wanted(options: BenchmarkOptions) -> tuple[str, ...]:
     return tuple(dict.fromkeys(normalize_backend(b) for b in options.backends))
 
 
-def _test_images(data: dict[str, Any]) -> list[str]:
+def _test_images(data: DataRef) -> list[str]:
     """The bundle's test-split image files, when they are on this machine."""
-    root = Path(str(data.get("root", "")))
-    paths = [str(root / p) for p, _ in data.get("test") or []]
-    return paths if paths and all(Path(p).is_file() for p in paths[:8]) else []
-
-
-def _torch_checkpoint(manifest: Any, bundle_dir: Path) -> str | None:
-    """The run checkpoint the bundle was exported from, if it is still on disk."""
-    prov = manifest.provenance or {}
-    for key in ("checkpoint", "run_dir", "run", "source_run", "source"):
-        v = prov.get(key)
-        if isinstance(v, dict):  # {"path", "sha256", "epoch"}
-            v = v.get("path")
-        if isinstance(v, str) and v:
-            p = Path(v) if Path(v).is_absolute() else (bundle_dir / v)
-            if p.exists():
-                return str(p.resolve())
-    return None
+    files = data.test_files()
+    return [str(p) for p, _ in files] if files else []
 
 
 def plan_bundle(
@@ -177,7 +163,9 @@ def plan_bundle(
     images: Sequence[str] | None = None,
 ) -> Plan:
     """Every artifact x backend x variant of a bundle that can run here (no backend imported)."""
+    from ftedge.export.verify import output_kind
     from ftedge.runtime.backends import get_backend
+    from ftedge.runtime.classifier import checkpoint_of
     from ftedge.runtime.manifest import Manifest
     from ftedge.runtime.select import candidates
 
@@ -209,15 +197,15 @@ def plan_bundle(
                 backend=be,
                 device=c.device,
                 model_path=str(bdir / a.path),
-                input=dict(a.input or manifest.input),
-                preprocessing=dict(manifest.preprocessing),
+                input=a.input.to_dict(),
+                preprocessing=manifest.preprocessing.to_dict(),
                 images=e2e_images,
                 # An artifact's accuracy belongs to the file; for ONNX on OpenVINO it was
                 # measured with onnxruntime, hence the source note.
                 accuracy=a.accuracy,
                 accuracy_source="manifest" if a.accuracy is not None else None,
                 bundle_dir=str(bdir),
-                output_kind=str(a.output.get("kind", "logits")),
+                output_kind=output_kind(a),
             )
             if be == "onnxruntime":
                 base.runner_options = {"spin_wait": options.ort_spin}
@@ -229,7 +217,7 @@ def plan_bundle(
             else:
                 jobs.append(base)
     if "torch" in wanted and options.include_torch:
-        ckpt = torch_checkpoint or _torch_checkpoint(manifest, bdir)
+        ckpt = torch_checkpoint or checkpoint_of(manifest, bdir)
         if ckpt is None:
             skipped.append(
                 {
@@ -251,19 +239,19 @@ def plan_bundle(
                     device=dev,
                     model_path=ckpt,
                     runner_options={"channels_last": True},
-                    input=dict(manifest.input),
-                    preprocessing=dict(manifest.preprocessing),
+                    input=manifest.input.to_dict(),
+                    preprocessing=manifest.preprocessing.to_dict(),
                     images=e2e_images,
-                    accuracy=manifest.reference.get("accuracy"),
-                    accuracy_source="manifest" if "accuracy" in manifest.reference else None,
+                    accuracy=manifest.reference.accuracy,
+                    accuracy_source="manifest" if manifest.reference.accuracy is not None else None,
                     bundle_dir=str(bdir),
                 )
             )
     source = {
         "kind": "bundle",
         "path": str(bdir),
-        "labels": manifest.labels,
-        "reference_accuracy": manifest.reference.get("accuracy"),
+        "labels": list(manifest.labels),
+        "reference_accuracy": manifest.reference.accuracy,
         "test_images": len(test_paths),
         "end_to_end_images": "test split" if e2e_images and not images else "user images",
     }
@@ -492,11 +480,10 @@ def _topk(scores: np.ndarray, k: int) -> np.ndarray:
     return np.take_along_axis(idx, order, axis=-1)
 
 
-def _synthetic_images(n: int, height: int, width: int) -> list[str]:
-    """Camera-like JPEGs (640x480) for end-to-end runs when no images are available."""
+def _synthetic_images(d: Path, n: int) -> list[str]:
+    """Camera-like JPEGs (640x480) in ``d`` for end-to-end runs when no images are available."""
     from PIL import Image
 
-    d = Path(tempfile.mkdtemp(prefix="ftedge-bench-img-"))
     rng = np.random.default_rng(0)
     paths = []
     for i in range(n):
@@ -622,20 +609,22 @@ def _measure_accuracy(runner: Any, job: Job, info: _InputInfo) -> tuple[float, d
     parity, accuracy, _drop = compare(
         np.concatenate(outs), data, job.output_kind, data.reference_accuracy
     )
-    return accuracy, parity
+    return accuracy, parity.to_dict()
 
 
 def run_job(job: Job, options: BenchmarkOptions) -> dict[str, Any]:
     """Measure one job in this process: ``{"results": [...], "skipped": [...]}`` or ``{"error"}``."""
     try:
-        return _run_job(job, options)
+        # Synthetic end-to-end images (when needed) live in a folder removed after the job.
+        with tempfile.TemporaryDirectory(prefix="ftedge-bench-img-") as scratch:
+            return _run_job(job, options, Path(scratch))
     except FtedgeError as e:
         return {"error": str(e)}
     except Exception as e:  # a backend crash must not end the whole benchmark
         return {"error": f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e) else ''}"}
 
 
-def _run_job(job: Job, options: BenchmarkOptions) -> dict[str, Any]:
+def _run_job(job: Job, options: BenchmarkOptions, scratch: Path) -> dict[str, Any]:
     from ftedge.runtime.power import PowerSampler, detect_power_source, summarize_power
 
     clock = time.perf_counter
@@ -647,7 +636,7 @@ def _run_job(job: Job, options: BenchmarkOptions) -> dict[str, Any]:
         info = _input_info(runner, job)
         spec = _spec_for(job, info)
         if "end_to_end" in options.modes and not job.images:
-            job.images = _synthetic_images(16, info.height, info.width)
+            job.images = _synthetic_images(scratch, 16)
         batches = list(options.batches)
         skipped: list[dict[str, Any]] = []
         if info.batch_dim > 0:

@@ -38,6 +38,7 @@ from ftedge.runtime.preprocess import (
 )
 from ftedge.runtime.runners.base import Runner
 from ftedge.runtime.select import Candidate, candidates, no_candidate_error
+from ftedge.runtime.tasks import ClassificationOutput
 
 Frames = np.ndarray | Sequence[np.ndarray]
 
@@ -125,16 +126,15 @@ class Classifier:
         self.last_timing: dict[str, float] = {}
 
         meta = runner.input_metadata()
-        name = artifact.input.get("name")
-        if name not in meta:
-            name = next(iter(meta))
+        name = artifact.input.name if artifact.input.name in meta else next(iter(meta))
         self.input_name: str = name
         self._input_meta = meta[name]
         self.baked = self._input_meta.dtype == np.uint8
-        self.layout: str = artifact.input.get("layout") or ("NHWC" if self.baked else "NCHW")
-        self.model_color: str = artifact.input.get("color", "rgb") if self.baked else "rgb"
-        self.output_name: str | None = artifact.output.get("name")
-        self.output_kind: str = artifact.output.get("kind", "logits")
+        self.layout: str = artifact.input.layout if self.baked else "NCHW"
+        self.model_color: str = (artifact.input.color or "rgb") if self.baked else "rgb"
+        self.output_name: str | None = artifact.output.name
+        out = artifact.output
+        self.output_kind: str = out.kind if isinstance(out, ClassificationOutput) else "logits"
         b = self._input_meta.shape[0] if self._input_meta.shape else -1
         # A model exported with a fixed batch (e.g. 1) is fed in chunks of that size.
         self.fixed_batch: int | None = b if isinstance(b, int) and b > 0 else None
@@ -335,19 +335,19 @@ def verify_bundle(manifest: Manifest, bundle_dir: Path) -> None:
         )
 
 
+def checkpoint_of(manifest: Manifest, bundle_dir: Path) -> str | None:
+    """The run checkpoint a bundle was exported from (``provenance.checkpoint``), if on disk."""
+    ck = manifest.provenance.checkpoint
+    if ck is None or not ck.path:
+        return None
+    p = Path(ck.path) if Path(ck.path).is_absolute() else bundle_dir / ck.path
+    return str(p.resolve()) if p.exists() else None
+
+
 def _checkpoint_of(manifest: Manifest, bundle_dir: Path) -> str:
-    """The run checkpoint a bundle was exported from (for the torch reference)."""
-    prov = manifest.provenance
-    for key in ("checkpoint", "checkpoint_path", "run_dir", "run"):
-        value = prov.get(key)
-        if isinstance(value, dict):  # {"path": ..., "sha256": ..., "epoch": ...}
-            value = value.get("path")
-        if isinstance(value, str) and value:
-            p = Path(value)
-            if not p.is_absolute():
-                p = bundle_dir / p
-            if p.exists():
-                return str(p)
+    ckpt = checkpoint_of(manifest, bundle_dir)
+    if ckpt is not None:
+        return ckpt
     raise FtedgeError(
         f"bundle {bundle_dir} does not record an existing run checkpoint "
         "(provenance.checkpoint): pass checkpoint=PATH to load(..., backend='torch')"
@@ -417,13 +417,7 @@ def _load_torch_reference(
     if not entry.available():
         raise MissingExtraError("PyTorch (for the torch reference runner)", entry.extra)
     ckpt = str(checkpoint) if checkpoint is not None else _checkpoint_of(manifest, bundle_dir)
-    art = Artifact(
-        format="torch",
-        precision="fp32",
-        path=ckpt,
-        input={"name": "input", "dtype": "float32", "layout": "NCHW"},
-        output={"name": "logits", "kind": "logits"},
-    )
+    art = Artifact(format="torch", precision="fp32", path=ckpt, output=ClassificationOutput())
     runner = entry.create_runner(ckpt, device=dev, threads=threads)
     runner.activate()
     return Classifier(runner, art, manifest, bundle_dir, backend="torch")

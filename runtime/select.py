@@ -66,10 +66,6 @@ class Candidate:
         return f"{self.artifact.name} on {self.backend}:{self.device}"
 
 
-def _baked(a: Artifact) -> bool:
-    return a.input.get("dtype") == "uint8"
-
-
 def candidates(
     manifest: Manifest,
     *,
@@ -107,11 +103,11 @@ def candidates(
             continue
         arts = [a for a in manifest.artifacts if a.format == fmt and a.precision == prec]
         # Plain (float input) before baked unless baked=True; baked=False drops baked ones.
-        arts.sort(key=lambda a: _baked(a) != bool(baked))
+        arts.sort(key=lambda a: a.baked != bool(baked))
         for a in arts:
-            if baked is False and _baked(a):
+            if baked is False and a.baked:
                 continue
-            if baked is True and not _baked(a):
+            if baked is True and not a.baked:
                 continue
             if a.status != "ok":
                 reasons.append(

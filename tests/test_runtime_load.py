@@ -19,8 +19,8 @@ from PIL import Image
 
 from ftedge.errors import FtedgeError
 from ftedge.runtime import Classifier, Prediction, load
-from ftedge.runtime.manifest import Artifact, Manifest
-from ftedge.runtime.preprocess import preprocess
+from ftedge.runtime.manifest import Artifact, InputSpec, Manifest
+from ftedge.runtime.preprocess import PreprocessSpec, preprocess
 from ftedge.runtime.select import candidates
 from tests.runtime_helpers import build_test_bundle
 
@@ -35,8 +35,8 @@ def test_images(bundle: Path) -> tuple[list[np.ndarray], list[int]]:
     """The bundle's test split (grayscale PNGs, decoded like training: RGB) and their labels."""
     m = Manifest.load(bundle)
     frames, labels = [], []
-    for rel, y in m.data["test"]:
-        with Image.open(Path(m.data["root"]) / rel) as im:
+    for rel, y in m.data.test:
+        with Image.open(Path(m.data.root) / rel) as im:
             frames.append(np.asarray(im.convert("RGB")))
         labels.append(int(y))
     return frames, labels
@@ -107,14 +107,14 @@ def test_classify_agrees_with_pytorch(
     np.testing.assert_allclose(got.sum(axis=1), 1.0, atol=1e-5)
     # The trained model is good on its own test split (the bundle's reference accuracy).
     acc = np.mean([p.index == y for p, y in zip(preds, labels, strict=False)])
-    assert acc >= Manifest.load(bundle).reference["accuracy"] - 0.05
+    assert acc >= Manifest.load(bundle).reference.accuracy - 0.05
 
 
 def test_float_artifact_reproduces_the_stored_reference_logits(bundle: Path) -> None:
     """The torch-free check: stored PyTorch logits (test split, training preprocessing)."""
     m = Manifest.load(bundle)
-    ref = np.load(bundle / m.reference["logits"])
-    files = [str(Path(m.data["root"]) / rel) for rel, _ in m.data["test"]]
+    ref = np.load(bundle / m.reference.logits)
+    files = [str(Path(m.data.root) / rel) for rel, _ in m.data.test]
     with load(bundle, backend="onnxruntime") as clf:
         frames = [np.asarray(Image.open(f).convert("RGB")) for f in files]
         logits = clf.infer(clf.prepare(frames))
@@ -242,17 +242,18 @@ def test_missing_backend_names_the_pip_extra(bundle: Path, monkeypatch: pytest.M
 
 def _art(fmt: str, prec: str, status: str = "ok", baked: bool = False) -> Artifact:
     inp = {"dtype": "uint8", "layout": "NHWC"} if baked else {"dtype": "float32"}
-    return Artifact(format=fmt, precision=prec, path=f"{fmt}-{prec}", status=status, input=inp)
+    d = {"format": fmt, "precision": prec, "path": f"{fmt}-{prec}", "status": status, "input": inp}
+    return Artifact.from_dict(d)
 
 
 def test_selection_order(monkeypatch: pytest.MonkeyPatch) -> None:
     import ftedge.runtime.backends as backends
 
     m = Manifest(
-        labels=["a", "b"],
-        preprocessing={},
-        input={},
-        artifacts=[
+        labels=("a", "b"),
+        preprocessing=PreprocessSpec(),
+        input=InputSpec(),
+        artifacts=(
             _art("onnx", "fp32"),
             _art("onnx", "int8", baked=True),
             _art("onnx", "int8"),
@@ -261,7 +262,7 @@ def test_selection_order(monkeypatch: pytest.MonkeyPatch) -> None:
             _art("openvino", "fp16"),
             _art("tensorrt", "fp16"),
             _art("tensorrt", "int8", status="skipped"),
-        ],
+        ),
     )
     monkeypatch.setattr(backends, "tensorrt_usable", lambda: True)  # as on a Jetson
     names = lambda cs: [f"{c.artifact.name}@{c.backend}:{c.device}" for c in cs]  # noqa: E731
