@@ -24,9 +24,9 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -37,19 +37,26 @@ from ftedge.export.verify import (
     PARITY_INPUTS,
     REFERENCE_LOGITS,
     EvalData,
-    backend_available,
     load_eval_data,
     verify_artifact,
 )
 from ftedge.files import mkdtemp_beside, point_latest, sha256_file
+from ftedge.runtime.backends import format_available, native_backend
 from ftedge.runtime.manifest import (
     FORMATS,
     MANIFEST_NAME,
     PRECISIONS,
     Artifact,
+    CheckpointRef,
+    DataRef,
+    InputSpec,
     Manifest,
+    Precision,
+    Provenance,
+    Reference,
 )
 from ftedge.runtime.preprocess import PreprocessSpec
+from ftedge.runtime.tasks import ClassificationOutput, OutputKind
 
 # What each format can produce. ONNX FP16 is not made: on CPU onnxruntime runs FP16 slower than
 # FP32, and the GPU paths get FP16 from OpenVINO (FP16 IR) or TensorRT (FP16 engines).
@@ -103,7 +110,7 @@ class ExportResult:
 
 def available_formats() -> list[str]:
     """Formats this machine can build: onnx (onnx + onnxruntime), openvino, tensorrt."""
-    return [f for f in FORMATS if backend_available(f)]
+    return [f for f in FORMATS if format_available(f)]
 
 
 def plan(opts: ExportOptions) -> tuple[list[str], dict[str, list[str]], list[str]]:
@@ -163,8 +170,8 @@ def plan(opts: ExportOptions) -> tuple[list[str], dict[str, list[str]], list[str
             )
     if explicit:
         for f in formats:
-            if f != "tensorrt" and not backend_available(f):
-                extra = "onnx" if f == "onnx" else "openvino"
+            if f != "tensorrt" and not format_available(f):
+                extra = native_backend(f).extra
                 raise FtedgeError(f"{f} is not installed here: pip install 'ftedge[{extra}]'")
     return formats, per, notes
 
@@ -246,22 +253,8 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _fmt_input(spec: PreprocessSpec) -> dict[str, Any]:
-    return {
-        "name": "input",
-        "dtype": "float32",
-        "layout": "NCHW",
-        "shape": [-1, 3, spec.height, spec.width],
-    }
-
-
-def _files(bundle: Path, paths: list[Path]) -> dict[str, str]:
-    return {p.relative_to(bundle).as_posix(): sha256_file(p) for p in paths}
-
-
-def _set_files(art: Artifact, bundle: Path, paths: list[Path]) -> None:
-    art.files = _files(bundle, paths)
-    art.sha256 = art.files[art.path]
+def _fmt_input(spec: PreprocessSpec) -> InputSpec:
+    return InputSpec("input", "float32", "NCHW", (-1, 3, spec.height, spec.width))
 
 
 # -- the pipeline -----------------------------------------------------------------------------
@@ -297,32 +290,36 @@ def export_bundle(
             fp32 = manifest.find("onnx", "fp32")
             if fp32 is None or fp32.status != "ok":
                 raise FtedgeError(f"bundle {source} has no verified FP32 ONNX to export from")
-            calib_pool = manifest.data.get("train") or manifest.data.get("calibration") or []
-            calib_samples = _calibration_samples(calib_pool, opts, manifest.data)
-            manifest.data["calibration"] = [list(s) for s in calib_samples]
+            calib_pool = manifest.data.train or manifest.data.calibration
+            calib_samples = _calibration_samples(list(calib_pool), opts)
+            manifest = replace(
+                manifest, data=replace(manifest.data, calibration=tuple(calib_samples))
+            )
         else:
             assert meta is not None and splits is not None
             with steps.step("torch reference + ONNX FP32"):
                 manifest, data = _from_run(source, tmp, meta, splits, opts)
             fp32 = manifest.find("onnx", "fp32")
             assert fp32 is not None
-        manifest.provenance.setdefault("exports", []).append(
-            {
-                "at": _now(),
-                "options": opts.to_dict(),
-                "versions": _versions(),
-                "source": str(source),
-            }
+        export_record: dict[str, Any] = {
+            "at": _now(),
+            "options": opts.to_dict(),
+            "versions": _versions(),
+            "source": str(source),
+        }
+        prov = manifest.provenance
+        manifest = replace(
+            manifest, provenance=replace(prov, exports=(*prov.exports, export_record))
         )
         with steps.step("verify ONNX FP32"):
-            _verify_base(tmp, manifest, data, opts)
+            manifest = _verify_base(tmp, manifest, data, opts)
+            fp32 = manifest.find("onnx", "fp32")
+            assert fp32 is not None
         need_calib = any("int8" in per[f] for f in formats if f != "tensorrt")
         calib = None
         if need_calib:
             calib = CalibrationSet.from_samples(
-                manifest.data["root"],
-                [tuple(s) for s in manifest.data["calibration"]],
-                manifest.spec,
+                str(manifest.data.root), list(manifest.data.calibration), manifest.spec
             )
         for f in formats:
             for p in per[f]:
@@ -337,12 +334,12 @@ def export_bundle(
                     else:
                         art = _openvino(tmp, manifest, fp32, p, calib, data, opts)
                     art.details["export_seconds"] = round(time.perf_counter() - t, 2)
-                    _replace(manifest, art)
+                    manifest = manifest.with_artifact(art)
         if "tensorrt" in formats and per["tensorrt"]:
             with steps.step("tensorrt"):
-                _tensorrt(tmp, manifest, per["tensorrt"], data, opts, notes)
-        manifest.provenance["exports"][-1]["step_seconds"] = steps.seconds
-        manifest.provenance["exports"][-1]["seconds"] = round(time.perf_counter() - start, 2)
+                manifest = _tensorrt(tmp, manifest, per["tensorrt"], data, opts, notes)
+        export_record["step_seconds"] = steps.seconds
+        export_record["seconds"] = round(time.perf_counter() - start, 2)
         manifest.save(tmp)
         _swap_into_place(tmp, dest)
         if not opts.out and not src_is_bundle:
@@ -360,9 +357,7 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def _calibration_samples(
-    train: list[Any], opts: ExportOptions, data: dict[str, Any]
-) -> list[tuple[str, int]]:
+def _calibration_samples(train: list[Any], opts: ExportOptions) -> list[tuple[str, int]]:
     pool = [(str(p), int(y)) for p, y in train]
     if not pool:
         raise FtedgeError("no training images recorded for calibration (the train split is empty)")
@@ -385,7 +380,7 @@ def _from_run(
     train = [(s.path, s.label) for s in splits.train]
     if not test:
         raise FtedgeError("the run's test split is empty: nothing to verify the export on")
-    calib_samples = _calibration_samples(train, opts, {})
+    calib_samples = _calibration_samples(train, opts)
     loaded = load_checkpoint(run)
     crops = load_crops(splits.root, test, spec)
     y = np.array([lbl for _, lbl in test])
@@ -395,43 +390,27 @@ def _from_run(
     k = min(PARITY_SUBSET, len(test))
     np.savez_compressed(tmp / PARITY_INPUTS, crops=crops[:k], labels=y[:k])
     ref_acc = float((ref.argmax(1) == y).mean())
-    provenance = {
-        "ftedge_version": __version__,
-        "created": _now(),
-        "run_dir": str(run.resolve()),
-        "checkpoint": {
-            "path": str(loaded.path),
-            "sha256": meta.get("weights_sha256"),
-            "epoch": meta.get("epoch"),
-        },
-        "backbone": meta.get("backbone"),
-        "head": meta.get("head"),
-        "config_sha256": meta.get("config_sha256"),
-        "val_accuracy": meta.get("val_accuracy"),
-        "test_accuracy": meta.get("test_accuracy"),
-    }
-    out_kind = "probabilities" if opts.softmax else "logits"
+    provenance = Provenance(
+        checkpoint=CheckpointRef(str(loaded.path), meta.get("weights_sha256"), meta.get("epoch")),
+        record=_provenance_record(run, meta),
+    )
+    out_kind: OutputKind = "probabilities" if opts.softmax else "logits"
     out_name = onnx_export.PROBS_NAME if opts.softmax else onnx_export.LOGITS_NAME
     manifest = Manifest(
-        labels=labels,
-        preprocessing=spec.to_dict(),
+        labels=tuple(labels),
+        preprocessing=spec,
         input=_fmt_input(spec),
-        output={"name": out_name, "kind": out_kind},
+        output=ClassificationOutput(out_name, out_kind),
         provenance=provenance,
-        data={
-            "root": splits.root,
-            "test": [list(t) for t in test],
-            "calibration": [list(c) for c in calib_samples],
-            "train": [list(t) for t in train],
-        },
-        reference={
-            "accuracy": ref_acc,
-            "logits": REFERENCE_LOGITS,
-            "logits_sha256": sha256_file(tmp / REFERENCE_LOGITS),
-            "parity_inputs": PARITY_INPUTS,
-            "parity_count": k,
-            "parity_inputs_sha256": sha256_file(tmp / PARITY_INPUTS),
-        },
+        data=DataRef(splits.root, tuple(test), tuple(calib_samples), tuple(train)),
+        reference=Reference(
+            accuracy=ref_acc,
+            logits=REFERENCE_LOGITS,
+            logits_sha256=sha256_file(tmp / REFERENCE_LOGITS),
+            parity_inputs=PARITY_INPUTS,
+            parity_count=k,
+            parity_inputs_sha256=sha256_file(tmp / PARITY_INPUTS),
+        ),
     )
     (tmp / "onnx").mkdir()
     t = time.perf_counter()
@@ -442,9 +421,9 @@ def _from_run(
     props = {
         "ftedge.labels": labels,
         "ftedge.preprocessing": spec.to_dict(),
-        "ftedge.input": manifest.input,
-        "ftedge.output": manifest.output,
-        "ftedge.provenance": provenance,
+        "ftedge.input": manifest.input.to_dict(),
+        "ftedge.output": manifest.output.to_dict(),
+        "ftedge.provenance": provenance.to_dict(),
     }
     onnx_graph.set_metadata(path, props)
     onnx_graph.check_model(path)
@@ -452,8 +431,8 @@ def _from_run(
         "onnx",
         "fp32",
         ONNX_FP32,
-        input=dict(manifest.input),
-        output=dict(manifest.output),
+        input=manifest.input,
+        output=manifest.output,
         details={
             "opset": onnx_export.OPSET,
             "exporter": "torch.onnx dynamo",
@@ -461,59 +440,66 @@ def _from_run(
             "checker": "passed",
         },
     )
-    _set_files(art, tmp, [path])
-    manifest.artifacts.append(art)
+    manifest = manifest.with_artifact(art.with_files(tmp, [path]))
     if opts.bake_preprocess:
-        color = opts.bake_preprocess
-        baked_rel = f"onnx/model.fp32.uint8-{color}.onnx"
-        baked = onnx_graph.bake_preprocess(path, tmp / baked_rel, spec, color)
-        baked_input = {
-            "name": "input",
-            "dtype": "uint8",
-            "layout": "NHWC",
-            "shape": [-1, spec.height, spec.width, 3],
-            "color": color,
-        }
-        onnx_graph.set_metadata(baked, {"ftedge.input": baked_input})
-        onnx_graph.check_model(baked)
-        b = Artifact(
-            "onnx",
-            "fp32",
-            baked_rel,
-            input=baked_input,
-            output=dict(manifest.output),
-            details={
-                "baked_preprocess": color,
-                "checker": "passed",
-                "note": "feed uint8 crops at network resolution (resize + centre "
-                "crop still happen outside)",
-            },
-        )
-        _set_files(b, tmp, [baked])
-        manifest.artifacts.append(b)
+        manifest = manifest.with_artifact(_baked_onnx(tmp, manifest, path, opts.bake_preprocess))
     return manifest, EvalData(crops, y, ref, "dataset")
 
 
-def _verify_base(tmp: Path, manifest: Manifest, data: EvalData, opts: ExportOptions) -> None:
+def _provenance_record(run: Path, meta: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "ftedge_version": __version__,
+        "created": _now(),
+        "run_dir": str(run.resolve()),
+        "backbone": meta.get("backbone"),
+        "head": meta.get("head"),
+        "config_sha256": meta.get("config_sha256"),
+        "val_accuracy": meta.get("val_accuracy"),
+        "test_accuracy": meta.get("test_accuracy"),
+    }
+
+
+def _baked_onnx(tmp: Path, manifest: Manifest, path: Path, color: str) -> Artifact:
+    """The FP32 ONNX with the normalisation baked in: uint8 NHWC crops in ``color`` order."""
+    from ftedge.export import onnx_graph
+
+    spec = manifest.spec
+    baked_rel = f"onnx/model.fp32.uint8-{color}.onnx"
+    baked = onnx_graph.bake_preprocess(path, tmp / baked_rel, spec, color)
+    baked_input = InputSpec(
+        "input",
+        "uint8",
+        "NHWC",
+        (-1, spec.height, spec.width, 3),
+        "bgr" if color == "bgr" else "rgb",
+    )
+    onnx_graph.set_metadata(baked, {"ftedge.input": baked_input.to_dict()})
+    onnx_graph.check_model(baked)
+    b = Artifact(
+        "onnx",
+        "fp32",
+        baked_rel,
+        input=baked_input,
+        output=manifest.output,
+        details={
+            "baked_preprocess": color,
+            "checker": "passed",
+            "note": "feed uint8 crops at network resolution (resize + centre "
+            "crop still happen outside)",
+        },
+    )
+    return b.with_files(tmp, [baked])
+
+
+def _verify_base(tmp: Path, manifest: Manifest, data: EvalData, opts: ExportOptions) -> Manifest:
     for a in manifest.artifacts:
         if a.format == "onnx" and a.precision == "fp32":
-            verify_artifact(tmp, manifest, a, data)
+            a = verify_artifact(tmp, manifest, a, data)
             a.details["verified_on"] = data.source
             if a.status == "failed":
                 raise FtedgeError(f"FP32 ONNX does not match PyTorch: {a.message}")
-
-
-def _replace(manifest: Manifest, art: Artifact) -> None:
-    baked = art.input.get("dtype") == "uint8"
-    manifest.artifacts = [
-        a
-        for a in manifest.artifacts
-        if not (
-            a.format == art.format
-            and a.precision == art.precision
-            and (a.input.get("dtype") == "uint8") == baked
-        )
-    ] + [art]
+            manifest = manifest.with_artifact(a)
+    return manifest
 
 
 def _onnx_int8(
@@ -523,7 +509,7 @@ def _onnx_int8(
     from ftedge.export.onnx_int8 import TARGET_TYPES
 
     act, sym = TARGET_TYPES["cpu"]
-    art = Artifact("onnx", "int8", ONNX_INT8, input=dict(fp32.input), output=dict(fp32.output))
+    art = Artifact("onnx", "int8", ONNX_INT8, input=fp32.input, output=fp32.output)
     art.details.update(
         target="cpu (onnxruntime)",
         format="QDQ",
@@ -563,6 +549,7 @@ def _onnx_int8_search(
     src = tmp / fp32.path
 
     def attempt(exclude: list[str]) -> Artifact:
+        nonlocal art  # each attempt's verified artifact replaces the previous one
         quantize_qdq(
             src,
             calib,
@@ -574,18 +561,17 @@ def _onnx_int8_search(
             exclude_nodes=exclude,
             calibration_cache=cache,
         )
-        _set_files(art, tmp, [out])
+        art = art.with_files(tmp, [out])
         art.details["excluded_nodes"] = list(exclude)
-        return verify_artifact(tmp, manifest, art, data, max_accuracy_drop=opts.max_accuracy_drop)
+        art = verify_artifact(tmp, manifest, art, data, max_accuracy_drop=opts.max_accuracy_drop)
+        return art
 
     attempt([])
     first_drop = art.accuracy_drop
     if art.status == "ok" or art.accuracy_drop is None:
         return art
     # Over budget: rank nodes by the quantization error they add, keep the fewest in float.
-    ranked = rank_sensitive_nodes(
-        src, out, list(calib.batches(16))[:4], input_name=fp32.input["name"]
-    )
+    ranked = rank_sensitive_nodes(src, out, list(calib.batches(16))[:4], input_name=fp32.input.name)
     names = fallback_order(src, ranked)
     tried: list[dict[str, Any]] = [{"kept_float": 0, "accuracy_drop": first_drop}]
 
@@ -621,10 +607,11 @@ def _onnx_int8_search(
         "attempts": tried,
     }
     if art.status != "ok":
-        art.message = (
-            f"onnx-int8: accuracy drop {art.accuracy_drop:.2f} pt stays over the "
+        art = replace(
+            art,
+            message=f"onnx-int8: accuracy drop {art.accuracy_drop:.2f} pt stays over the "
             f"{opts.max_accuracy_drop:.2f} pt budget even with {len(names)} "
-            f"sensitive nodes kept in float"
+            f"sensitive nodes kept in float",
         )
     return art
 
@@ -642,14 +629,15 @@ def _openvino(
 
     model = openvino_ir.convert_onnx(tmp / fp32.path, manifest)
     rel = f"{openvino_ir.SUBDIR}/{precision}/model.xml"
-    art = Artifact("openvino", precision, rel, input=dict(fp32.input), output=dict(fp32.output))
+    prec = cast(Precision, precision)  # checked by plan()
+    art = Artifact("openvino", prec, rel, input=fp32.input, output=fp32.output)
     xml = tmp / rel
     if precision == "int8":
         q, details = openvino_ir.quantize_int8(model, calib)
         art.details.update(details)
         openvino_ir.save(q, xml, fp16=False)
-        _set_files(art, tmp, [xml, xml.with_suffix(".bin")])
-        verify_artifact(tmp, manifest, art, data, max_accuracy_drop=opts.max_accuracy_drop)
+        art = art.with_files(tmp, [xml, xml.with_suffix(".bin")])
+        art = verify_artifact(tmp, manifest, art, data, max_accuracy_drop=opts.max_accuracy_drop)
         attempts: list[dict[str, Any]] = [{"kept_float": [], "accuracy_drop": art.accuracy_drop}]
         if art.status == "failed":
             # 1) keep float what the ONNX INT8 gate needed (same graph, same node names), or the
@@ -664,8 +652,10 @@ def _openvino(
                 q, details = openvino_ir.quantize_int8(model, calib, keep_float=keep)
                 art.details.update(details)
                 openvino_ir.save(q, xml, fp16=False)
-                _set_files(art, tmp, [xml, xml.with_suffix(".bin")])
-                verify_artifact(tmp, manifest, art, data, max_accuracy_drop=opts.max_accuracy_drop)
+                art = art.with_files(tmp, [xml, xml.with_suffix(".bin")])
+                art = verify_artifact(
+                    tmp, manifest, art, data, max_accuracy_drop=opts.max_accuracy_drop
+                )
                 attempts.append({"kept_float": keep, "accuracy_drop": art.accuracy_drop})
         if art.status == "failed" and data.source == "dataset":
             q, details = openvino_ir.quantize_int8_accuracy_control(
@@ -673,8 +663,10 @@ def _openvino(
             )
             art.details.update(details)
             openvino_ir.save(q, xml, fp16=False)
-            _set_files(art, tmp, [xml, xml.with_suffix(".bin")])
-            verify_artifact(tmp, manifest, art, data, max_accuracy_drop=opts.max_accuracy_drop)
+            art = art.with_files(tmp, [xml, xml.with_suffix(".bin")])
+            art = verify_artifact(
+                tmp, manifest, art, data, max_accuracy_drop=opts.max_accuracy_drop
+            )
             attempts.append(
                 {"kept_float": "nncf accuracy control", "accuracy_drop": art.accuracy_drop}
             )
@@ -683,8 +675,8 @@ def _openvino(
     else:
         openvino_ir.save(model, xml, fp16=precision == "fp16")
         art.details["weights"] = precision
-        _set_files(art, tmp, [xml, xml.with_suffix(".bin")])
-        verify_artifact(tmp, manifest, art, data, max_accuracy_drop=opts.max_accuracy_drop)
+        art = art.with_files(tmp, [xml, xml.with_suffix(".bin")])
+        art = verify_artifact(tmp, manifest, art, data, max_accuracy_drop=opts.max_accuracy_drop)
     art.details["verified_on"] = data.source
     return art
 
@@ -696,19 +688,22 @@ def _tensorrt(
     data: EvalData,
     opts: ExportOptions,
     notes: list[str],
-) -> None:
+) -> Manifest:
     from ftedge.export.tensorrt import export_tensorrt
 
     arts = export_tensorrt(tmp, manifest, precisions, opts.batch_range)
     for a in arts:
         if a.status == "ok":
             try:
-                verify_artifact(tmp, manifest, a, data, max_accuracy_drop=opts.max_accuracy_drop)
+                a = verify_artifact(
+                    tmp, manifest, a, data, max_accuracy_drop=opts.max_accuracy_drop
+                )
             except FtedgeError as e:
-                a.status, a.message = "failed", str(e)
+                a = replace(a, status="failed", message=str(e))
         elif a.status == "skipped" and a.message and a.message not in notes:
             notes.append(a.message)
-        _replace(manifest, a)
+        manifest = manifest.with_artifact(a)
+    return manifest
 
 
 def _swap_into_place(tmp: Path, dest: Path) -> None:
@@ -747,9 +742,9 @@ def summary_rows(manifest: Manifest, bundle_dir: Path | None = None) -> list[dic
                 "path": a.path,
                 "accuracy": a.accuracy,
                 "accuracy_drop": a.accuracy_drop,
-                "max_abs_diff": (a.parity or {}).get("max_abs_diff"),
-                "top1_agreement": (a.parity or {}).get("top1_agreement"),
-                "execution_precision": (a.parity or {}).get("execution_precision"),
+                "max_abs_diff": a.parity.max_abs_diff if a.parity else None,
+                "top1_agreement": a.parity.top1_agreement if a.parity else None,
+                "execution_precision": a.parity.execution_precision if a.parity else None,
                 "size_bytes": artifact_size(bundle_dir, a) if bundle_dir else None,
                 "export_seconds": a.details.get("export_seconds"),
                 "message": a.message,
@@ -762,7 +757,7 @@ def format_table(manifest: Manifest, bundle_dir: Path | None = None) -> str:
     """The printed summary table."""
     head = f"{'artifact':<22}{'status':<9}{'acc':>7}{'drop pt':>9}{'max|diff|':>11}{'top1 agr':>10}{'size MB':>9}{'sec':>7}"
     lines = [head, "-" * len(head)]
-    ref = manifest.reference.get("accuracy")
+    ref = manifest.reference.accuracy
     if ref is not None:
         lines.append(
             f"{'pytorch (reference)':<22}{'ok':<9}{ref * 100:>6.2f}%{'':>9}{'':>11}{'':>10}{'':>9}{'':>7}"
@@ -772,8 +767,8 @@ def format_table(manifest: Manifest, bundle_dir: Path | None = None) -> str:
         size = f"{nbytes / 1e6:.2f}" if nbytes is not None else ""
         acc = f"{a.accuracy * 100:.2f}%" if a.accuracy is not None else "-"
         drop = f"{a.accuracy_drop:+.2f}" if a.accuracy_drop is not None else "-"
-        diff = (a.parity or {}).get("max_abs_diff")
-        agr = (a.parity or {}).get("top1_agreement")
+        diff = a.parity.max_abs_diff if a.parity else None
+        agr = a.parity.top1_agreement if a.parity else None
         sec = a.details.get("export_seconds")
         lines.append(
             f"{a.name:<22}{a.status:<9}{acc:>7}{drop:>9}"

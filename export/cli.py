@@ -146,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
             "schema_version": 1,
             "bundle": str(result.bundle_dir),
             "seconds": result.seconds,
-            "reference_accuracy": result.manifest.reference.get("accuracy"),
+            "reference_accuracy": result.manifest.reference.accuracy,
             "artifacts": summary_rows(result.manifest, result.bundle_dir),
             "failed": result.failed,
             "notes": result.notes,

@@ -53,12 +53,13 @@ def convert_onnx(onnx_path: Path, manifest: Manifest) -> Any:
     )
     model.set_rt_info(" ".join(str(m * 255) for m in spec.mean), ["model_info", "mean_values"])
     model.set_rt_info(" ".join(str(s * 255) for s in spec.std), ["model_info", "scale_values"])
-    model.set_rt_info(json.dumps(manifest.labels), ["ftedge", "labels"])
+    model.set_rt_info(json.dumps(list(manifest.labels)), ["ftedge", "labels"])
     model.set_rt_info(
-        json.dumps(manifest.preprocessing, sort_keys=True), ["ftedge", "preprocessing"]
+        json.dumps(manifest.preprocessing.to_dict(), sort_keys=True), ["ftedge", "preprocessing"]
     )
     model.set_rt_info(
-        json.dumps(manifest.provenance, sort_keys=True, default=str), ["ftedge", "provenance"]
+        json.dumps(manifest.provenance.to_dict(), sort_keys=True, default=str),
+        ["ftedge", "provenance"],
     )
     return model
 
@@ -185,8 +186,9 @@ def quantize_int8_accuracy_control(
 
 def float_ops(model_path: Path) -> int:
     """Number of Convolution/MatMul ops left without a FakeQuantize input (kept in float)."""
-    ov = _ov()
-    model = ov.Core().read_model(str(model_path))
+    from ftedge.runtime.runners.openvino import read_model
+
+    model = read_model(str(model_path))
     kept = 0
     for op in model.get_ordered_ops():
         if op.get_type_name() in ("Convolution", "GroupConvolution", "MatMul"):

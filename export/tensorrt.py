@@ -30,15 +30,15 @@ import json
 import os
 import shlex
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 
 from ftedge.errors import FtedgeError
 from ftedge.files import atomic_write_bytes, sha256_file
-from ftedge.runtime.manifest import Artifact, Manifest
+from ftedge.runtime.manifest import Artifact, Manifest, Precision
 
 TRT_DIR = "tensorrt"
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -54,18 +54,15 @@ NOT_INSTALLED = (
 
 # -- TensorRT detection -------------------------------------------------------------------------
 def tensorrt_version() -> str | None:
-    """The installed TensorRT version, or None when only stubs/nothing is importable.
+    """The installed TensorRT version, or None when only stubs/nothing is importable
+    (the backend registry's availability check decides)."""
+    from ftedge.runtime.backends import get_backend
 
-    ``import tensorrt`` alone proves nothing: the ``tensorrt-stubs`` folder makes it an empty
-    namespace package, so the real module is recognised by its ``Builder`` class.
-    """
-    try:
-        import tensorrt as trt
-    except ImportError:
+    if not get_backend("tensorrt").available():
         return None
-    if not hasattr(trt, "Builder"):
-        return None
-    return str(getattr(trt, "__version__", "0"))
+    import tensorrt as trt
+
+    return str(trt.__version__)
 
 
 def tensorrt_unavailable_reason() -> str | None:
@@ -376,8 +373,8 @@ def calibration_set(manifest: Manifest, input_name: str) -> Any:
     """
     from ftedge.export.calibration import CalibrationSet
 
-    root = manifest.data.get("root")
-    items = manifest.data.get("calibration") or []
+    root = manifest.data.root
+    items = manifest.data.calibration
     if not root or not items:
         raise FtedgeError("INT8 needs calibration images: the bundle manifest lists none")
     if not Path(root).is_dir():
@@ -422,7 +419,7 @@ def _int8_onnx(
     out.parent.mkdir(parents=True, exist_ok=True)
     quantize_qdq(
         bundle_dir / fp32.path,
-        calibration_set(manifest, str(fp32.input["name"])),
+        calibration_set(manifest, fp32.input.name),
         out,
         activation_type="int8",
         symmetric_activations=True,
@@ -548,37 +545,39 @@ def export_tensorrt(
     precisions = check_precisions(precisions)
     batch_range = check_batch_range(batch_range)
     src = manifest.find("onnx", "fp32")
-    if src is None or src.status != "ok" or src.input.get("dtype", "float32") != "float32":
+    if src is None or src.status != "ok" or src.input.dtype != "float32":
         raise FtedgeError("TensorRT needs the bundle's FP32 ONNX (float input): export onnx first")
-    profile = make_profile(src.input, batch_range)
+    profile = make_profile(src.input.to_dict(), batch_range)
     version = tensorrt_version()
     artifacts = []
     for precision in precisions:
         art = Artifact(
             format="tensorrt",
-            precision=precision,
+            precision=cast(Precision, precision),  # checked by check_precisions
             path="",
-            input=dict(src.input),
-            output=dict(src.output),
+            input=src.input,
+            output=src.output,
             details={"batch_range": list(batch_range), "profile": profile.to_dict()},
         )
         try:
             if version is None:
-                _record_skipped(art, bundle_dir, manifest, src, profile)
+                art = _record_skipped(art, bundle_dir, manifest, src, profile)
             else:
-                _build_one(art, bundle_dir, manifest, src, profile, version, device, timing_cache)
+                art = _build_one(
+                    art, bundle_dir, manifest, src, profile, version, device, timing_cache
+                )
         except FtedgeError as e:
-            art.status, art.message = "failed", str(e)
+            art = replace(art, status="failed", message=str(e))
         artifacts.append(art)
     return artifacts
 
 
 def _record_skipped(
     art: Artifact, bundle_dir: Path, manifest: Manifest, src: Artifact, profile: Profile
-) -> None:
+) -> Artifact:
     """No TensorRT here: write the ONNX inputs the device needs, record the trtexec commands."""
     lo, opt, hi = profile.min[0], profile.opt[0], profile.max[0]
-    art.path = f"{TRT_DIR}/model.{art.precision}.b{lo}-{opt}-{hi}.plan"
+    art = replace(art, path=f"{TRT_DIR}/model.{art.precision}.b{lo}-{opt}-{hi}.plan")
     sources: dict[str, str] = {}
     commands: dict[str, str] = {}
     for major in (10, 11):  # the device's TensorRT version is unknown here: record both
@@ -589,12 +588,13 @@ def _record_skipped(
             plan, sources[plan.onnx], art.path, profile, f"{TRT_DIR}/timing.cache"
         )
     hint = REBUILD_HINT
-    art.status = "skipped"
-    art.message = (
-        f"TensorRT is not installed here: build on the device with '{hint}' "
-        "or the trtexec command in details.trtexec (run in the bundle directory)"
-    )
     art.details.update(trtexec=commands, rebuild=hint)
+    return replace(
+        art,
+        status="skipped",
+        message=f"TensorRT is not installed here: build on the device with '{hint}' "
+        "or the trtexec command in details.trtexec (run in the bundle directory)",
+    )
 
 
 def _build_one(
@@ -606,7 +606,7 @@ def _build_one(
     version: str,
     device: str,
     timing_cache: Path | None,
-) -> None:
+) -> Artifact:
     """Build the engine here and record its cache key, device and TensorRT version."""
     from ftedge.runtime.cuda import load_cuda, parse_device
 
@@ -626,12 +626,11 @@ def _build_one(
         art.precision,
         batch,
     )
-    art.path = f"{TRT_DIR}/{key.plan_name()}"
+    path = f"{TRT_DIR}/{key.plan_name()}"
     cache = timing_cache or default_timing_cache(dev.slug, version)
-    info = build_engine(bundle_dir / onnx_rel, bundle_dir / art.path, plan, profile, cache)
-    art.sha256 = sha256_file(bundle_dir / art.path)
-    art.files[art.path] = art.sha256
-    art.status = "ok"
+    info = build_engine(bundle_dir / onnx_rel, bundle_dir / path, plan, profile, cache)
+    digest = sha256_file(bundle_dir / path)
+    art = replace(art, path=path, sha256=digest, files={**art.files, path: digest}, status="ok")
     cmd = trtexec_command(plan, onnx_rel, art.path, profile, f"{TRT_DIR}/timing.cache")
     art.details.update(
         cache_key=key.digest,
@@ -648,3 +647,4 @@ def _build_one(
         rebuild=REBUILD_HINT,
         **info,
     )
+    return art

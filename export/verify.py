@@ -13,7 +13,7 @@ with the dataset when it is on this machine, else with the test crops stored in 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +21,12 @@ import numpy as np
 
 from ftedge.errors import FtedgeError
 from ftedge.files import sha256_file
+from ftedge.runtime.backends import format_available, native_backend
 from ftedge.runtime.classifier import softmax
-from ftedge.runtime.manifest import Artifact, Manifest
+from ftedge.runtime.manifest import Artifact, Manifest, Parity
 from ftedge.runtime.runners.base import Runner
+from ftedge.runtime.schema_fields import inside
+from ftedge.runtime.tasks import ClassificationOutput, OutputKind
 
 # An FP32 artifact must match PyTorch this closely (logits), else it is marked failed.
 FP32_MAX_ABS_DIFF = 1e-3
@@ -59,61 +62,62 @@ def load_eval_data(bundle_dir: Path, manifest: Manifest, *, allow_subset: bool) 
     """The test crops from the dataset (all of them) or, failing that, the bundle's subset."""
     from ftedge.export.calibration import load_crops
 
-    ref_rel = manifest.reference.get("logits", REFERENCE_LOGITS)
-    ref_path = bundle_dir / ref_rel
-    if not ref_path.is_file():
-        raise FtedgeError(f"bundle has no PyTorch reference logits ({ref_rel}): re-export it")
-    reference = np.load(ref_path)
-    test = manifest.data.get("test") or []
-    root = manifest.data.get("root")
-    if root and test and (Path(root) / test[0][0]).is_file():
-        crops = load_crops(root, test, manifest.spec)
-        labels = np.array([int(t[1]) for t in test])
+    ref_path = inside(bundle_dir, manifest.reference.logits, "reference.logits")
+    reference = _load_array(ref_path, "reference.logits")
+    if reference.ndim != 2 or reference.shape[1] != len(manifest.labels):
+        raise FtedgeError(
+            f"reference.logits has shape {reference.shape}, expected (images, "
+            f"{len(manifest.labels)}) for the bundle's {len(manifest.labels)} labels"
+        )
+    test = manifest.data.test_files()
+    if test is not None:
+        root = str(manifest.data.root)  # checked paths below are absolute: root / p == p
+        crops = load_crops(root, [(str(p), y) for p, y in test], manifest.spec)
+        labels = np.array([y for _, y in test])
         return EvalData(crops, labels, reference[: len(test)], "dataset")
-    stored = bundle_dir / manifest.reference.get("parity_inputs", PARITY_INPUTS)
+    rel = manifest.reference.parity_inputs or PARITY_INPUTS
+    stored = inside(bundle_dir, rel, "reference.parity_inputs")
     if allow_subset and stored.is_file():
-        with np.load(stored) as z:
-            crops, labels = z["crops"], z["labels"]
+        try:
+            with np.load(stored) as z:
+                crops, labels = z["crops"], z["labels"]
+        except (OSError, ValueError, KeyError) as e:
+            raise FtedgeError(f"unreadable reference.parity_inputs {rel}: {e}") from None
         return EvalData(crops, labels, reference[: len(labels)], "bundle")
     raise FtedgeError(
-        f"test images not found (dataset root {root!r}) and the bundle stores no parity inputs"
+        f"test images not found (dataset root {manifest.data.root!r}) and the bundle stores "
+        "no parity inputs"
     )
 
 
+def _load_array(path: Path, field: str) -> np.ndarray:
+    if not path.is_file():
+        raise FtedgeError(f"bundle has no {field} ({path.name}): re-export it")
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise FtedgeError(f"unreadable {field} {path.name}: {e}") from None
+    if not isinstance(arr, np.ndarray) or arr.dtype.kind != "f":
+        raise FtedgeError(f"{field} {path.name} is not a float array")
+    return arr
+
+
 def make_runner(bundle_dir: Path, artifact: Artifact, *, strict_fp32: bool = True) -> Runner:
-    """The runner for an artifact; OpenVINO FP32 pinned to f32 execution when ``strict_fp32``."""
-    path = str(bundle_dir / artifact.path)
-    if artifact.format == "onnx":
-        from ftedge.runtime.runners.onnxruntime import OnnxRuntimeRunner
-
-        return OnnxRuntimeRunner(path)
-    if artifact.format == "openvino":
-        from ftedge.runtime.runners.openvino import OpenVinoRunner
-
-        precision = "f32" if strict_fp32 and artifact.precision == "fp32" else None
-        return OpenVinoRunner(path, precision=precision)
-    if artifact.format == "tensorrt":
-        from ftedge.runtime.runners.tensorrt import TensorRTRunner
-
-        return TensorRTRunner(path, device="cuda:0")
-    raise FtedgeError(f"unknown artifact format {artifact.format!r}")
+    """The runner that verifies an artifact: its format's own backend, on that backend's
+    default device; OpenVINO FP32 pinned to f32 execution when ``strict_fp32``."""
+    backend = native_backend(artifact.format)
+    device = backend.device_for(None)
+    assert device is not None  # every backend has a default device
+    options: dict[str, Any] = {}
+    if backend.name == "openvino" and strict_fp32 and artifact.precision == "fp32":
+        options["precision"] = "f32"
+    return backend.create_runner(str(bundle_dir / artifact.path), device=device, **options)
 
 
-def backend_available(fmt: str) -> bool:
-    import importlib.util
-
-    if fmt == "onnx":
-        return importlib.util.find_spec("onnxruntime") is not None
-    if fmt == "openvino":
-        return importlib.util.find_spec("openvino") is not None
-    if fmt == "tensorrt":
-        try:
-            import tensorrt
-
-            return hasattr(tensorrt, "Builder") or hasattr(tensorrt, "Runtime")
-        except ImportError:
-            return False
-    return False
+def output_kind(artifact: Artifact) -> OutputKind:
+    """logits or probabilities: what a classification artifact outputs."""
+    out = artifact.output
+    return out.kind if isinstance(out, ClassificationOutput) else "logits"
 
 
 def run_artifact(
@@ -125,16 +129,15 @@ def run_artifact(
     batch_size: int = 50,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Outputs of ``artifact`` on every test image, and the runner's ``describe()``."""
-    baked = artifact.input.get("dtype") == "uint8"
-    if baked:
-        x_all = data.crops[..., ::-1] if artifact.input.get("color") == "bgr" else data.crops
+    if artifact.baked:
+        x_all = data.crops[..., ::-1] if artifact.input.color == "bgr" else data.crops
         x_all = np.ascontiguousarray(x_all)
     else:
         x_all = data.images(manifest)
     runner = make_runner(bundle_dir, artifact)
     with runner:
         name = next(iter(runner.input_metadata()))
-        out_name = artifact.output.get("name")
+        out_name = artifact.output.name
         batch = batch_size
         hi = artifact.details.get("batch_range")
         if artifact.format == "tensorrt" and hi:
@@ -144,24 +147,30 @@ def run_artifact(
             res = runner.infer({name: x_all[i : i + batch]})
             outs.append(res[out_name] if out_name in res else next(iter(res.values())))
         info = runner.describe()
-    return np.concatenate(outs).astype(np.float32), info
+    out = np.concatenate(outs).astype(np.float32).reshape(len(x_all), -1)
+    if out.shape[1] != len(manifest.labels):
+        raise FtedgeError(
+            f"{artifact.name} outputs {out.shape[1]} classes but the manifest has "
+            f"{len(manifest.labels)} labels"
+        )
+    return out, info
 
 
 def compare(
     out: np.ndarray, data: EvalData, kind: str, reference_accuracy: float
-) -> tuple[dict[str, Any], float, float]:
-    """(parity dict, accuracy, drop in points) of outputs against the PyTorch reference."""
+) -> tuple[Parity, float, float]:
+    """(parity, accuracy, drop in points) of outputs against the PyTorch reference."""
     ref = softmax(data.reference) if kind == "probabilities" else data.reference
     if out.shape != ref.shape:
         raise FtedgeError(f"artifact output shape {out.shape} != reference {ref.shape}")
     top = out.argmax(1)
-    parity = {
-        "max_abs_diff": float(np.abs(out - ref).max()),
-        "mean_abs_diff": float(np.abs(out - ref).mean()),
-        "top1_agreement": float((top == ref.argmax(1)).mean()),
-        "compared": kind,
-        "images": int(len(out)),
-    }
+    parity = Parity(
+        max_abs_diff=float(np.abs(out - ref).max()),
+        mean_abs_diff=float(np.abs(out - ref).mean()),
+        top1_agreement=float((top == ref.argmax(1)).mean()),
+        compared="probabilities" if kind == "probabilities" else "logits",
+        images=int(len(out)),
+    )
     accuracy = float((top == data.labels).mean())
     return parity, accuracy, round((reference_accuracy - accuracy) * 100.0, 4)
 
@@ -174,35 +183,33 @@ def verify_artifact(
     *,
     max_accuracy_drop: float | None = None,
 ) -> Artifact:
-    """Fill ``artifact``'s parity/accuracy/drop and set its status (ok or failed)."""
+    """``artifact`` with its parity/accuracy/drop filled in and its status (ok or failed)."""
     out, info = run_artifact(bundle_dir, manifest, artifact, data)
-    ref_acc = data.reference_accuracy
-    parity, acc, drop = compare(out, data, artifact.output.get("kind", "logits"), ref_acc)
-    if info.get("execution_precision"):
-        parity["execution_precision"] = info["execution_precision"]
-    artifact.parity = parity
-    artifact.accuracy = acc
-    artifact.accuracy_drop = drop
-    artifact.details["runner"] = {
+    parity, acc, drop = compare(out, data, output_kind(artifact), data.reference_accuracy)
+    parity = replace(parity, execution_precision=info.get("execution_precision") or None)
+    details = dict(artifact.details)
+    details["runner"] = {
         k: v
         for k, v in info.items()
         if k in ("backend", "providers", "execution_precision", "runtime_precisions", "version")
     }
     problems = []
     if artifact.precision == "fp32":
-        if parity["max_abs_diff"] > FP32_MAX_ABS_DIFF:
-            problems.append(f"max abs diff {parity['max_abs_diff']:.2e} > {FP32_MAX_ABS_DIFF}")
-        if parity["top1_agreement"] < FP32_MIN_AGREEMENT:
-            problems.append(f"top-1 agreement {parity['top1_agreement']:.4f}")
+        if parity.max_abs_diff > FP32_MAX_ABS_DIFF:
+            problems.append(f"max abs diff {parity.max_abs_diff:.2e} > {FP32_MAX_ABS_DIFF}")
+        if parity.top1_agreement < FP32_MIN_AGREEMENT:
+            problems.append(f"top-1 agreement {parity.top1_agreement:.4f}")
     elif max_accuracy_drop is not None and drop > max_accuracy_drop:
         problems.append(f"accuracy drop {drop:.2f} pt > budget {max_accuracy_drop:.2f} pt")
-    if problems:
-        artifact.status = "failed"
-        artifact.message = f"{artifact.name}: " + "; ".join(problems)
-    else:
-        artifact.status = "ok"
-        artifact.message = None
-    return artifact
+    return replace(
+        artifact,
+        parity=parity,
+        accuracy=acc,
+        accuracy_drop=drop,
+        details=details,
+        status="failed" if problems else "ok",
+        message=f"{artifact.name}: " + "; ".join(problems) if problems else None,
+    )
 
 
 # -- ftedge export --check ---------------------------------------------------------------------
@@ -216,60 +223,56 @@ class CheckResult:
     data: str = ""  # what parity ran on: "dataset" (full test split) or "bundle" (stored crops)
 
 
+def _changed_files(bundle_dir: Path, manifest: Manifest) -> list[str]:
+    """Every file of the bundle (artifacts, reference) missing or changed since export."""
+    bad = manifest.verify_files(bundle_dir)
+    ref = manifest.reference
+    for rel, digest in (
+        (ref.logits, ref.logits_sha256),
+        (ref.parity_inputs, ref.parity_inputs_sha256),
+    ):
+        if rel and digest:
+            path = inside(bundle_dir, rel, "reference")
+            if not path.is_file() or sha256_file(path) != digest:
+                bad.append(rel)
+    return bad
+
+
+def _check_one(bundle_dir: Path, manifest: Manifest, a: Artifact, data: EvalData) -> CheckResult:
+    if a.status != "ok":
+        return CheckResult(a.name, "skipped", f"status at export: {a.status}")
+    if not format_available(a.format):
+        return CheckResult(a.name, "skipped", f"no {a.format} runtime here")
+    try:
+        probe = verify_artifact(bundle_dir, manifest, a, data)
+    except FtedgeError as e:
+        return CheckResult(a.name, "failed", str(e))
+    assert probe.parity is not None
+    status, msg = probe.status, probe.message or ""
+    recorded = a.parity.top1_agreement if a.parity else None
+    if status == "ok" and data.source == "dataset" and recorded is not None:
+        # Same images as at export time: the agreement must not move (beyond one image).
+        agreement = probe.parity.top1_agreement
+        if abs(agreement - recorded) > 1.0 / max(1, len(data.labels)) + 1e-9:
+            status = "failed"
+            msg = f"top-1 agreement {agreement:.4f} != {recorded:.4f} at export"
+    return CheckResult(a.name, status, msg, probe.parity.to_dict(), probe.accuracy, data.source)
+
+
 def check_bundle(bundle_dir: Path) -> tuple[Manifest, list[CheckResult]]:
-    """Re-verify file hashes (raises naming the file) and parity of every checkable artifact."""
+    """Re-verify file hashes (raises naming the file) and parity of every checkable artifact.
+
+    Raises when no artifact could be verified at all (every one skipped here)."""
     bundle_dir = Path(bundle_dir)
     manifest = Manifest.load(bundle_dir)
-    bad = manifest.verify_files(bundle_dir)
-    ref_rel = manifest.reference.get("logits", REFERENCE_LOGITS)
-    ref_sha = manifest.reference.get("logits_sha256")
-    ref_path = bundle_dir / ref_rel
-    if ref_sha and (not ref_path.is_file() or sha256_file(ref_path) != ref_sha):
-        bad.append(ref_rel)
-    pin = manifest.reference.get("parity_inputs")
-    pin_sha = manifest.reference.get("parity_inputs_sha256")
-    if (
-        pin
-        and pin_sha
-        and (not (bundle_dir / pin).is_file() or sha256_file(bundle_dir / pin) != pin_sha)
-    ):
-        bad.append(pin)
+    bad = _changed_files(bundle_dir, manifest)
     if bad:
         raise FtedgeError(
             f"bundle {bundle_dir}: file(s) changed or missing since export: {', '.join(bad)}"
         )
     data = load_eval_data(bundle_dir, manifest, allow_subset=True)
-    results = []
-    for a in manifest.artifacts:
-        if a.status != "ok":
-            results.append(CheckResult(a.name, "skipped", f"status at export: {a.status}"))
-            continue
-        if not backend_available(a.format):
-            results.append(CheckResult(a.name, "skipped", f"no {a.format} runtime here"))
-            continue
-        recorded_agreement = (a.parity or {}).get("top1_agreement")
-        probe = Artifact.from_dict(a.to_dict())
-        try:
-            verify_artifact(bundle_dir, manifest, probe, data)
-        except FtedgeError as e:
-            results.append(CheckResult(a.name, "failed", str(e)))
-            continue
-        msg = ""
-        status = probe.status
-        if status == "ok" and data.source == "dataset" and recorded_agreement is not None:
-            # Same images as at export time: the agreement must not move (beyond one image).
-            agreement = probe.parity["top1_agreement"]
-            if abs(agreement - recorded_agreement) > 1.0 / max(1, len(data.labels)) + 1e-9:
-                status = "failed"
-                msg = f"top-1 agreement {agreement:.4f} != {recorded_agreement:.4f} at export"
-        results.append(
-            CheckResult(
-                a.name,
-                status,
-                msg or (probe.message or ""),
-                probe.parity,
-                probe.accuracy,
-                data.source,
-            )
-        )
+    results = [_check_one(bundle_dir, manifest, a, data) for a in manifest.artifacts]
+    if not any(r.status in ("ok", "failed") for r in results):
+        why = "; ".join(f"{r.artifact}: {r.message}" for r in results) or "it lists none"
+        raise FtedgeError(f"bundle {bundle_dir}: no artifact could be verified here ({why})")
     return manifest, results

@@ -46,11 +46,11 @@ from typing import Any
 import numpy as np
 
 from ftedge.errors import FtedgeError
+from ftedge.runtime.manifest import DataRef
 from ftedge.runtime.preprocess import PreprocessSpec, load_uint8_crop, preprocess_file
 from ftedge.runtime.stats import LatencyStats
 
 MODES = ("compute", "end_to_end")
-BACKENDS = ("onnxruntime", "openvino", "tensorrt", "torch")
 MODEL_SUFFIXES = {".onnx": "onnx", ".xml": "openvino", ".plan": "tensorrt", ".engine": "tensorrt"}
 
 
@@ -141,32 +141,18 @@ class Plan:
 
 # -- planning ----------------------------------------------------------------------------------
 def _backends_wanted(options: BenchmarkOptions) -> tuple[str, ...]:
+    from ftedge.runtime.backends import BACKENDS, normalize_backend
+
     if options.backends is None:
-        return BACKENDS
-    from ftedge.runtime.select import normalize_backend
+        return tuple(BACKENDS)
 
     return tuple(dict.fromkeys(normalize_backend(b) for b in options.backends))
 
 
-def _test_images(data: dict[str, Any]) -> list[str]:
+def _test_images(data: DataRef) -> list[str]:
     """The bundle's test-split image files, when they are on this machine."""
-    root = Path(str(data.get("root", "")))
-    paths = [str(root / p) for p, _ in data.get("test") or []]
-    return paths if paths and all(Path(p).is_file() for p in paths[:8]) else []
-
-
-def _torch_checkpoint(manifest: Any, bundle_dir: Path) -> str | None:
-    """The run checkpoint the bundle was exported from, if it is still on disk."""
-    prov = manifest.provenance or {}
-    for key in ("checkpoint", "run_dir", "run", "source_run", "source"):
-        v = prov.get(key)
-        if isinstance(v, dict):  # {"path", "sha256", "epoch"}
-            v = v.get("path")
-        if isinstance(v, str) and v:
-            p = Path(v) if Path(v).is_absolute() else (bundle_dir / v)
-            if p.exists():
-                return str(p.resolve())
-    return None
+    files = data.test_files()
+    return [str(p) for p, _ in files] if files else []
 
 
 def plan_bundle(
@@ -177,8 +163,11 @@ def plan_bundle(
     images: Sequence[str] | None = None,
 ) -> Plan:
     """Every artifact x backend x variant of a bundle that can run here (no backend imported)."""
+    from ftedge.export.verify import output_kind
+    from ftedge.runtime.backends import get_backend
+    from ftedge.runtime.classifier import checkpoint_of
     from ftedge.runtime.manifest import Manifest
-    from ftedge.runtime.select import backend_installed, candidates
+    from ftedge.runtime.select import candidates
 
     bdir = Path(bundle_dir).resolve()
     manifest = Manifest.load(bdir)
@@ -208,27 +197,27 @@ def plan_bundle(
                 backend=be,
                 device=c.device,
                 model_path=str(bdir / a.path),
-                input=dict(a.input or manifest.input),
-                preprocessing=dict(manifest.preprocessing),
+                input=a.input.to_dict(),
+                preprocessing=manifest.preprocessing.to_dict(),
                 images=e2e_images,
                 # An artifact's accuracy belongs to the file; for ONNX on OpenVINO it was
                 # measured with onnxruntime, hence the source note.
                 accuracy=a.accuracy,
                 accuracy_source="manifest" if a.accuracy is not None else None,
                 bundle_dir=str(bdir),
-                output_kind=str(a.output.get("kind", "logits")),
+                output_kind=output_kind(a),
             )
             if be == "onnxruntime":
                 base.runner_options = {"spin_wait": options.ort_spin}
                 jobs.append(base)
             elif be == "openvino":
                 jobs.append(base)
-                if options.openvino_f32 and a.format == "openvino" and c.device == "CPU":
+                if options.openvino_f32 and a.format == "openvino" and c.device == "cpu":
                     jobs.append(replace(base, variant="f32", runner_options={"precision": "f32"}))
             else:
                 jobs.append(base)
     if "torch" in wanted and options.include_torch:
-        ckpt = torch_checkpoint or _torch_checkpoint(manifest, bdir)
+        ckpt = torch_checkpoint or checkpoint_of(manifest, bdir)
         if ckpt is None:
             skipped.append(
                 {
@@ -237,32 +226,32 @@ def plan_bundle(
                     "(pass --torch-checkpoint RUN_DIR)",
                 }
             )
-        elif not backend_installed("torch"):
+        elif not get_backend("torch").available():
             skipped.append({"backend": "torch", "reason": "torch is not installed"})
         else:
-            dev = (options.device or "cpu").lower()
+            dev = get_backend("torch").device_for(options.device) or "cpu"
             jobs.append(
                 Job(
                     artifact="pytorch",
                     format="pytorch",
                     precision="fp32",
                     backend="torch",
-                    device="cpu" if dev in ("cpu", "") else dev,
+                    device=dev,
                     model_path=ckpt,
                     runner_options={"channels_last": True},
-                    input=dict(manifest.input),
-                    preprocessing=dict(manifest.preprocessing),
+                    input=manifest.input.to_dict(),
+                    preprocessing=manifest.preprocessing.to_dict(),
                     images=e2e_images,
-                    accuracy=manifest.reference.get("accuracy"),
-                    accuracy_source="manifest" if "accuracy" in manifest.reference else None,
+                    accuracy=manifest.reference.accuracy,
+                    accuracy_source="manifest" if manifest.reference.accuracy is not None else None,
                     bundle_dir=str(bdir),
                 )
             )
     source = {
         "kind": "bundle",
         "path": str(bdir),
-        "labels": manifest.labels,
-        "reference_accuracy": manifest.reference.get("accuracy"),
+        "labels": list(manifest.labels),
+        "reference_accuracy": manifest.reference.accuracy,
         "test_images": len(test_paths),
         "end_to_end_images": "test split" if e2e_images and not images else "user images",
     }
@@ -296,7 +285,7 @@ def plan_model(
     model: str | os.PathLike[str], options: BenchmarkOptions, *, images: Sequence[str] | None = None
 ) -> Plan:
     """Jobs for one bare model file (.onnx, .xml, .plan/.engine) on each backend that reads it."""
-    from ftedge.runtime.select import backend_installed, device_for
+    from ftedge.runtime.backends import get_backend
 
     path = Path(model).resolve()
     if not path.is_file():
@@ -314,11 +303,12 @@ def plan_model(
     for be in readers:
         if be not in wanted:
             continue
-        dev = device_for(be, options.device)
+        entry = get_backend(be)
+        dev = entry.device_for(options.device)
         if dev is None:
             skipped.append({"backend": be, "reason": f"{be} cannot run on {options.device!r}"})
             continue
-        if not backend_installed(be):
+        if not entry.available():
             skipped.append({"backend": be, "reason": f"{be} is not installed"})
             continue
         job = Job(
@@ -333,7 +323,7 @@ def plan_model(
         if be == "onnxruntime":
             job.runner_options = {"spin_wait": options.ort_spin}
         jobs.append(job)
-        if be == "openvino" and fmt == "openvino" and options.openvino_f32 and dev == "CPU":
+        if be == "openvino" and fmt == "openvino" and options.openvino_f32 and dev == "cpu":
             jobs.append(replace(job, variant="f32", runner_options={"precision": "f32"}))
     source = {"kind": "model", "path": str(path), "labels": None, "reference_accuracy": None}
     return Plan(jobs, options, source, skipped)
@@ -410,65 +400,17 @@ def run_job_isolated(job: Job, options: BenchmarkOptions) -> dict[str, Any]:
         return {"error": f"worker exited with code {proc.returncode}: {tail[-1] if tail else ''}"}
 
 
-def _fixed_batch_openvino(path: str, batch: int, **kwargs: Any) -> Any:
-    """An OpenVinoRunner whose model is reshaped to a static ``batch`` before compiling.
-
-    OpenVINO's CPU plugin runs a static-shape model faster than a dynamic-batch one (measured
-    here: ~8 % at 1 thread on EfficientNet-Lite0), which is why benchmark_app wants ``-shape``.
-    """
-    import openvino as ov
-
-    from ftedge.runtime.runners.openvino import OpenVinoRunner
-
-    class FixedBatchOpenVinoRunner(OpenVinoRunner):
-        def _read_model(self) -> Any:
-            core, model = super()._read_model()
-            shapes = {}
-            for port in model.inputs:
-                ps = port.get_partial_shape()
-                if ps.rank.is_static and len(ps) >= 1 and ps[0].is_dynamic:
-                    dims = [batch] + [d.get_length() if d.is_static else -1 for d in list(ps)[1:]]
-                    shapes[port.get_any_name()] = ov.PartialShape(dims)
-            if shapes:
-                model.reshape(shapes)
-            return core, model
-
-    return FixedBatchOpenVinoRunner(path, **kwargs)
-
-
 def _make_runner(job: Job, options: BenchmarkOptions, fixed_batch: int | None = None) -> Any:
+    """The job's (inactive) runner, from the backend registry; ``fixed_batch`` compiles an
+    OpenVINO model with that static batch (as benchmark_app -shape and trtexec --shapes do)."""
+    from ftedge.runtime.backends import get_backend
+
     opts = dict(job.runner_options)
-    if job.backend == "openvino" and fixed_batch is not None:
-        return _fixed_batch_openvino(
-            job.model_path, fixed_batch, device=job.device, threads=options.threads, **opts
-        )
-    if job.backend == "onnxruntime":
-        from ftedge.runtime.runners.onnxruntime import OnnxRuntimeRunner
-
-        return OnnxRuntimeRunner(job.model_path, device=job.device, threads=options.threads, **opts)
-    if job.backend == "openvino":
-        from ftedge.runtime.runners.openvino import OpenVinoRunner
-
-        return OpenVinoRunner(job.model_path, device=job.device, threads=options.threads, **opts)
-    if job.backend == "torch":
-        from ftedge.runtime.runners.torch_ref import TorchRunner
-
-        return TorchRunner(job.model_path, device=job.device, threads=options.threads, **opts)
-    if job.backend == "tensorrt":
-        import importlib
-
-        from ftedge.runtime.runners.base import Runner
-
-        mod = importlib.import_module("ftedge.runtime.runners.tensorrt")
-        for obj in vars(mod).values():
-            if (
-                isinstance(obj, type)
-                and issubclass(obj, Runner)
-                and getattr(obj, "backend", None) == "tensorrt"
-            ):
-                return obj(job.model_path, device=job.device, **opts)
-        raise FtedgeError("ftedge.runtime.runners.tensorrt has no TensorRT runner")
-    raise FtedgeError(f"unknown backend {job.backend!r}")
+    if fixed_batch is not None:
+        opts["batch"] = fixed_batch
+    return get_backend(job.backend).create_runner(
+        job.model_path, device=job.device, threads=options.threads, **opts
+    )
 
 
 @dataclass
@@ -538,11 +480,10 @@ def _topk(scores: np.ndarray, k: int) -> np.ndarray:
     return np.take_along_axis(idx, order, axis=-1)
 
 
-def _synthetic_images(n: int, height: int, width: int) -> list[str]:
-    """Camera-like JPEGs (640x480) for end-to-end runs when no images are available."""
+def _synthetic_images(d: Path, n: int) -> list[str]:
+    """Camera-like JPEGs (640x480) in ``d`` for end-to-end runs when no images are available."""
     from PIL import Image
 
-    d = Path(tempfile.mkdtemp(prefix="ftedge-bench-img-"))
     rng = np.random.default_rng(0)
     paths = []
     for i in range(n):
@@ -668,20 +609,22 @@ def _measure_accuracy(runner: Any, job: Job, info: _InputInfo) -> tuple[float, d
     parity, accuracy, _drop = compare(
         np.concatenate(outs), data, job.output_kind, data.reference_accuracy
     )
-    return accuracy, parity
+    return accuracy, parity.to_dict()
 
 
 def run_job(job: Job, options: BenchmarkOptions) -> dict[str, Any]:
     """Measure one job in this process: ``{"results": [...], "skipped": [...]}`` or ``{"error"}``."""
     try:
-        return _run_job(job, options)
+        # Synthetic end-to-end images (when needed) live in a folder removed after the job.
+        with tempfile.TemporaryDirectory(prefix="ftedge-bench-img-") as scratch:
+            return _run_job(job, options, Path(scratch))
     except FtedgeError as e:
         return {"error": str(e)}
     except Exception as e:  # a backend crash must not end the whole benchmark
         return {"error": f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e) else ''}"}
 
 
-def _run_job(job: Job, options: BenchmarkOptions) -> dict[str, Any]:
+def _run_job(job: Job, options: BenchmarkOptions, scratch: Path) -> dict[str, Any]:
     from ftedge.runtime.power import PowerSampler, detect_power_source, summarize_power
 
     clock = time.perf_counter
@@ -693,7 +636,7 @@ def _run_job(job: Job, options: BenchmarkOptions) -> dict[str, Any]:
         info = _input_info(runner, job)
         spec = _spec_for(job, info)
         if "end_to_end" in options.modes and not job.images:
-            job.images = _synthetic_images(16, info.height, info.width)
+            job.images = _synthetic_images(scratch, 16)
         batches = list(options.batches)
         skipped: list[dict[str, Any]] = []
         if info.batch_dim > 0:

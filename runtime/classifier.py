@@ -26,6 +26,7 @@ from PIL import Image
 
 from ftedge.errors import FtedgeError, MissingExtraError
 from ftedge.files import sha256_file
+from ftedge.runtime.backends import get_backend, normalize_backend
 from ftedge.runtime.manifest import Artifact, Manifest
 from ftedge.runtime.preprocess import (
     ColorOrder,
@@ -36,15 +37,8 @@ from ftedge.runtime.preprocess import (
     to_pil,
 )
 from ftedge.runtime.runners.base import Runner
-from ftedge.runtime.select import (
-    EXTRAS,
-    Candidate,
-    backend_installed,
-    candidates,
-    device_for,
-    no_candidate_error,
-    normalize_backend,
-)
+from ftedge.runtime.select import Candidate, candidates, no_candidate_error
+from ftedge.runtime.tasks import ClassificationOutput
 
 Frames = np.ndarray | Sequence[np.ndarray]
 
@@ -132,16 +126,15 @@ class Classifier:
         self.last_timing: dict[str, float] = {}
 
         meta = runner.input_metadata()
-        name = artifact.input.get("name")
-        if name not in meta:
-            name = next(iter(meta))
+        name = artifact.input.name if artifact.input.name in meta else next(iter(meta))
         self.input_name: str = name
         self._input_meta = meta[name]
         self.baked = self._input_meta.dtype == np.uint8
-        self.layout: str = artifact.input.get("layout") or ("NHWC" if self.baked else "NCHW")
-        self.model_color: str = artifact.input.get("color", "rgb") if self.baked else "rgb"
-        self.output_name: str | None = artifact.output.get("name")
-        self.output_kind: str = artifact.output.get("kind", "logits")
+        self.layout: str = artifact.input.layout if self.baked else "NCHW"
+        self.model_color: str = (artifact.input.color or "rgb") if self.baked else "rgb"
+        self.output_name: str | None = artifact.output.name
+        out = artifact.output
+        self.output_kind: str = out.kind if isinstance(out, ClassificationOutput) else "logits"
         b = self._input_meta.shape[0] if self._input_meta.shape else -1
         # A model exported with a fixed batch (e.g. 1) is fed in chunks of that size.
         self.fixed_batch: int | None = b if isinstance(b, int) and b > 0 else None
@@ -306,13 +299,6 @@ class Classifier:
         assert isinstance(pred, Prediction)
         return pred
 
-    def classify_batch(
-        self, frames: Frames, topk: int = 5, color: ColorOrder = "rgb"
-    ) -> list[Prediction]:
-        """``classify`` for a list of frames or an NHWC array, typed as a list."""
-        preds = self.classify(frames, topk, color)
-        return preds if isinstance(preds, list) else [preds]
-
 
 # -- loading ----------------------------------------------------------------------------------
 def make_runner(
@@ -321,30 +307,16 @@ def make_runner(
     threads: int | None = None,
     openvino_precision: str | None = None,
 ) -> Runner:
-    """The (inactive) runner for a candidate; backend modules are imported here, lazily."""
-    if cand.backend == "onnxruntime":
-        from ftedge.runtime.runners.onnxruntime import OnnxRuntimeRunner
+    """The (inactive) runner for a candidate, made through the backend registry.
 
-        return OnnxRuntimeRunner(model_path, device=cand.device, threads=threads)
-    if cand.backend == "openvino":
-        from ftedge.runtime.runners.openvino import OpenVinoRunner
-
-        return OpenVinoRunner(
-            model_path, device=cand.device, threads=threads, precision=openvino_precision
-        )
-    if cand.backend == "tensorrt":
-        from ftedge.runtime.runners.tensorrt import TensorRTRunner
-
-        # The runner refuses a plan built for another TensorRT version or GPU (with the
-        # rebuild command); load() then moves on to the next candidate.
-        return TensorRTRunner(
-            model_path, device=cand.device, expected=cand.artifact.details or None
-        )
-    if cand.backend == "torch":
-        from ftedge.runtime.runners.torch_ref import TorchRunner
-
-        return TorchRunner(model_path, device=cand.device, threads=threads)
-    raise FtedgeError(f"unknown backend {cand.backend!r}")
+    A TensorRT runner finds the details its plan was built with in the bundle manifest next to
+    it and refuses a plan built for another TensorRT version or GPU (with the rebuild command);
+    load() then moves on to the next candidate.
+    """
+    options = {"precision": openvino_precision} if cand.backend == "openvino" else {}
+    return get_backend(cand.backend).create_runner(
+        model_path, device=cand.device, threads=threads, **options
+    )
 
 
 def verify_bundle(manifest: Manifest, bundle_dir: Path) -> None:
@@ -363,19 +335,19 @@ def verify_bundle(manifest: Manifest, bundle_dir: Path) -> None:
         )
 
 
+def checkpoint_of(manifest: Manifest, bundle_dir: Path) -> str | None:
+    """The run checkpoint a bundle was exported from (``provenance.checkpoint``), if on disk."""
+    ck = manifest.provenance.checkpoint
+    if ck is None or not ck.path:
+        return None
+    p = Path(ck.path) if Path(ck.path).is_absolute() else bundle_dir / ck.path
+    return str(p.resolve()) if p.exists() else None
+
+
 def _checkpoint_of(manifest: Manifest, bundle_dir: Path) -> str:
-    """The run checkpoint a bundle was exported from (for the torch reference)."""
-    prov = manifest.provenance
-    for key in ("checkpoint", "checkpoint_path", "run_dir", "run"):
-        value = prov.get(key)
-        if isinstance(value, dict):  # {"path": ..., "sha256": ..., "epoch": ...}
-            value = value.get("path")
-        if isinstance(value, str) and value:
-            p = Path(value)
-            if not p.is_absolute():
-                p = bundle_dir / p
-            if p.exists():
-                return str(p)
+    ckpt = checkpoint_of(manifest, bundle_dir)
+    if ckpt is not None:
+        return ckpt
     raise FtedgeError(
         f"bundle {bundle_dir} does not record an existing run checkpoint "
         "(provenance.checkpoint): pass checkpoint=PATH to load(..., backend='torch')"
@@ -416,28 +388,10 @@ def load(
     if verify:
         verify_bundle(manifest, bundle_dir)
     be = normalize_backend(backend)
-
     if be == "torch":
-        dev = device_for("torch", device)
-        if dev is None:
-            raise FtedgeError(f"torch cannot run on device {device!r}")
-        if not backend_installed("torch"):
-            raise MissingExtraError("PyTorch (for the torch reference runner)", "train")
-        ckpt = str(checkpoint) if checkpoint is not None else _checkpoint_of(manifest, bundle_dir)
-        art = Artifact(
-            format="torch",
-            precision="fp32",
-            path=ckpt,
-            input={"name": "input", "dtype": "float32", "layout": "NCHW"},
-            output={"name": "logits", "kind": "logits"},
-        )
-        runner = make_runner(Candidate(art, "torch", dev), ckpt, threads)
-        runner.activate()
-        return Classifier(runner, art, manifest, bundle_dir, backend="torch")
-
-    if be != "auto" and not backend_installed(be):
-        module, extra = EXTRAS[be]
-        raise MissingExtraError(module, extra)
+        return _load_torch_reference(manifest, bundle_dir, device, threads, checkpoint)
+    if be != "auto" and not get_backend(be).available():
+        raise get_backend(be).missing_error()
     cands, reasons = candidates(
         manifest, backend=be, device=device, precision=precision, baked=baked
     )
@@ -445,6 +399,38 @@ def load(
         raise no_candidate_error(
             manifest, bundle_dir, reasons, backend=be, device=device, precision=precision
         )
+    return _first_that_starts(cands, manifest, bundle_dir, threads, openvino_precision)
+
+
+def _load_torch_reference(
+    manifest: Manifest,
+    bundle_dir: Path,
+    device: str | None,
+    threads: int | None,
+    checkpoint: str | Path | None,
+) -> Classifier:
+    """The PyTorch reference as a Classifier: the run checkpoint, same preprocessing/labels."""
+    entry = get_backend("torch")
+    dev = entry.device_for(device)
+    if dev is None:
+        raise FtedgeError(f"torch cannot run on device {device!r}")
+    if not entry.available():
+        raise MissingExtraError("PyTorch (for the torch reference runner)", entry.extra)
+    ckpt = str(checkpoint) if checkpoint is not None else _checkpoint_of(manifest, bundle_dir)
+    art = Artifact(format="torch", precision="fp32", path=ckpt, output=ClassificationOutput())
+    runner = entry.create_runner(ckpt, device=dev, threads=threads)
+    runner.activate()
+    return Classifier(runner, art, manifest, bundle_dir, backend="torch")
+
+
+def _first_that_starts(
+    cands: list[Candidate],
+    manifest: Manifest,
+    bundle_dir: Path,
+    threads: int | None,
+    openvino_precision: str | None,
+) -> Classifier:
+    """A Classifier on the first candidate whose runner starts; the others' errors recorded."""
     fallbacks: list[str] = []
     for i, cand in enumerate(cands):
         runner = make_runner(

@@ -19,6 +19,7 @@ cleanly: the video is finalised and the summary still reported.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -42,15 +43,26 @@ JSON_SCHEMA_VERSION = 1
 
 
 # FFmpeg prints its own errors ("moov atom not found", "Connection refused") straight to
-# stderr; we report an unopenable source as one line, so keep FFmpeg to fatal messages unless
-# the user chose a level. OpenCV reads this once, on its first FFmpeg use in the process, so
-# it is set on import (before an app's own cv2.VideoCapture) and again before opening.
+# stderr; we report an unopenable source as one line, so FFmpeg is kept to fatal messages while
+# we open a source, unless the user chose a level. OpenCV reads the variable on its first FFmpeg
+# use in the process; the host application's environment is put back right after.
 _FFMPEG_LOGLEVEL = ("OPENCV_FFMPEG_LOGLEVEL", "8")
-os.environ.setdefault(*_FFMPEG_LOGLEVEL)
+
+
+@contextlib.contextmanager
+def _quiet_ffmpeg() -> Iterator[None]:
+    name, quiet = _FFMPEG_LOGLEVEL
+    if name in os.environ:  # the user's (or the app's) own choice wins
+        yield
+        return
+    os.environ[name] = quiet
+    try:
+        yield
+    finally:
+        os.environ.pop(name, None)
 
 
 def _cv2() -> Any:
-    os.environ.setdefault(*_FFMPEG_LOGLEVEL)
     try:
         import cv2
     except ImportError:
@@ -146,16 +158,8 @@ class VideoSource(FrameSource):
         if log is not None:
             log.setLogLevel(log.LOG_LEVEL_ERROR)
         try:
-            if kind == "camera":
-                cap = cv2.VideoCapture(int(source))
-            elif kind == "gstreamer":  # Jetson CSI cameras: nvarguscamerasrc ! ... ! appsink
-                cap = cv2.VideoCapture(source, cv2.CAP_GSTREAMER)
-            elif kind == "stream":
-                ms = int(timeout_s * 1000)
-                params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms]
-                cap = cv2.VideoCapture(source, cv2.CAP_FFMPEG, params)
-            else:
-                cap = cv2.VideoCapture(source)
+            with _quiet_ffmpeg():
+                cap = _open_capture(cv2, source, kind, timeout_s)
         finally:
             if log is not None:
                 log.setLogLevel(old)
@@ -188,6 +192,18 @@ class VideoSource(FrameSource):
 
     def close(self) -> None:
         self._cap.release()
+
+
+def _open_capture(cv2: Any, source: str, kind: str, timeout_s: float) -> Any:
+    if kind == "camera":
+        return cv2.VideoCapture(int(source))
+    if kind == "gstreamer":  # Jetson CSI cameras: nvarguscamerasrc ! ... ! appsink
+        return cv2.VideoCapture(source, cv2.CAP_GSTREAMER)
+    if kind == "stream":
+        ms = int(timeout_s * 1000)
+        params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms]
+        return cv2.VideoCapture(source, cv2.CAP_FFMPEG, params)
+    return cv2.VideoCapture(source)
 
 
 def open_source(source: str | int | Path, *, timeout_s: float = 10.0) -> FrameSource:

@@ -30,34 +30,13 @@ bundle was exported from, rebuilt in eval mode.
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ftedge.errors import FtedgeError
+from ftedge.runtime.backends import BACKENDS, get_backend, normalize_backend
 from ftedge.runtime.manifest import Artifact, Manifest
-
-BACKENDS = ("onnxruntime", "openvino", "tensorrt", "torch")
-ALIASES = {
-    "auto": "auto",
-    "ort": "onnxruntime",
-    "onnx": "onnxruntime",
-    "onnxruntime": "onnxruntime",
-    "ov": "openvino",
-    "openvino": "openvino",
-    "trt": "tensorrt",
-    "tensorrt": "tensorrt",
-    "torch": "torch",
-    "pytorch": "torch",
-}
-# Python module and pip extra per backend (for "not installed" messages).
-EXTRAS = {
-    "onnxruntime": ("onnxruntime", "onnx"),
-    "openvino": ("openvino", "openvino"),
-    "tensorrt": ("tensorrt", "tensorrt"),
-    "torch": ("torch", "train"),
-}
 
 # (format, precision, backend) in "auto" order; see the module docstring.
 AUTO_ORDER: tuple[tuple[str, str, str], ...] = (
@@ -71,12 +50,6 @@ AUTO_ORDER: tuple[tuple[str, str, str], ...] = (
     ("onnx", "fp32", "onnxruntime"),
     ("onnx", "fp16", "onnxruntime"),
 )
-# Formats each backend can run, best first (OpenVINO reads ONNX files too).
-BACKEND_FORMATS = {
-    "onnxruntime": ("onnx",),
-    "openvino": ("openvino", "onnx"),
-    "tensorrt": ("tensorrt",),
-}
 PRECISION_ORDER = ("int8", "fp16", "fp32")
 
 
@@ -93,76 +66,6 @@ class Candidate:
         return f"{self.artifact.name} on {self.backend}:{self.device}"
 
 
-def normalize_backend(backend: str) -> str:
-    key = backend.strip().lower()
-    if key not in ALIASES:
-        raise FtedgeError(
-            f"unknown backend {backend!r}: use auto, {', '.join(BACKENDS)} (or ort, ov, trt)"
-        )
-    return ALIASES[key]
-
-
-def backend_installed(backend: str) -> bool:
-    """Whether the backend's Python package is importable (TensorRT: with its runtime)."""
-    if backend == "tensorrt":
-        return tensorrt_usable()
-    module = EXTRAS[backend][0]
-    try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):  # sys.modules[module] is None (blocked) or broken
-        return False
-
-
-def tensorrt_usable() -> bool:
-    """True when a real TensorRT is importable.
-
-    ``import tensorrt`` alone is not proof: the ``tensorrt-stubs`` type stubs make it an empty
-    namespace package, so look for the runtime API and a version.
-    """
-    try:
-        import tensorrt
-    except Exception:  # ImportError, or OSError from a missing libnvinfer
-        return False
-    return hasattr(tensorrt, "Runtime") and hasattr(tensorrt, "__version__")
-
-
-def device_for(backend: str, device: str | None) -> str | None:
-    """The runner's device string for a user device, or None when the backend cannot use it."""
-    d = (device or "").strip().lower()
-    if backend == "onnxruntime":
-        if d in ("", "cpu"):
-            return "cpu"
-        if d == "cuda" or d.startswith("cuda:"):
-            return "cuda"
-        if d == "tensorrt":
-            return "tensorrt"
-        return None
-    if backend == "openvino":
-        if d in ("", "cpu"):
-            return "CPU"
-        base = d.split(":")[0].split(".")[0]
-        if base in ("gpu", "npu", "auto"):
-            return d.upper()
-        return None
-    if backend == "tensorrt":
-        if d in ("", "cuda", "gpu"):
-            return "cuda:0"
-        if d.startswith("cuda:"):
-            return d
-        return None
-    if backend == "torch":
-        if d in ("", "cpu"):
-            return "cpu"
-        if d == "cuda" or d.startswith("cuda:"):
-            return d
-        return None
-    raise FtedgeError(f"unknown backend {backend!r}")
-
-
-def _baked(a: Artifact) -> bool:
-    return a.input.get("dtype") == "uint8"
-
-
 def candidates(
     manifest: Manifest,
     *,
@@ -173,7 +76,7 @@ def candidates(
 ) -> tuple[list[Candidate], list[str]]:
     """Every way to run ``manifest`` that fits the choices, best first, and why others do not.
 
-    Does not import any backend; ``backend_installed`` is a cheap ``find_spec`` check. The
+    Does not import any backend; availability is the registry's cheap check. The
     second list holds one-line reasons for artifacts that were left out.
     """
     backend = normalize_backend(backend)
@@ -187,11 +90,10 @@ def candidates(
         if device is not None and device.strip().lower() in ("gpu", "npu", "auto"):
             order = [o for o in order if o[2] == "openvino"]
     else:
-        order = [
-            (fmt, prec, backend) for fmt in BACKEND_FORMATS[backend] for prec in PRECISION_ORDER
-        ]
+        formats = BACKENDS[backend].formats
+        order = [(fmt, prec, backend) for fmt in formats for prec in PRECISION_ORDER]
         if backend != "tensorrt":  # on CPU-like devices fp32 runs faster than fp16
-            order.sort(key=lambda o: (BACKEND_FORMATS[backend].index(o[0]), _cpu_rank(o[1])))
+            order.sort(key=lambda o: (formats.index(o[0]), _cpu_rank(o[1])))
 
     reasons: list[str] = []
     out: list[Candidate] = []
@@ -201,27 +103,28 @@ def candidates(
             continue
         arts = [a for a in manifest.artifacts if a.format == fmt and a.precision == prec]
         # Plain (float input) before baked unless baked=True; baked=False drops baked ones.
-        arts.sort(key=lambda a: _baked(a) != bool(baked))
+        arts.sort(key=lambda a: a.baked != bool(baked))
         for a in arts:
-            if baked is False and _baked(a):
+            if baked is False and a.baked:
                 continue
-            if baked is True and not _baked(a):
+            if baked is True and not a.baked:
                 continue
             if a.status != "ok":
                 reasons.append(
                     f"{a.name}: status {a.status}" + (f" ({a.message})" if a.message else "")
                 )
                 continue
-            dev = device_for(be, device)
+            entry = get_backend(be)
+            dev = entry.device_for(device)
             if dev is None:
                 reasons.append(f"{a.name}: {be} cannot run on device {device!r}")
                 continue
             if be not in installed:
-                installed[be] = backend_installed(be)
+                installed[be] = entry.available()
             if not installed[be]:
-                module, extra = EXTRAS[be]
                 reasons.append(
-                    f"{a.name}: {module} is not installed (pip install 'ftedge[{extra}]')"
+                    f"{a.name}: {entry.module} is not installed "
+                    f"(pip install 'ftedge[{entry.extra}]')"
                 )
                 continue
             out.append(Candidate(a, be, dev))

@@ -20,7 +20,7 @@ def build_test_bundle(run_dir: Path, dest: Path) -> Path:
     from ftedge.checkpoint import load_checkpoint
     from ftedge.data.folders import DatasetSplits
     from ftedge.files import sha256_file
-    from ftedge.runtime.manifest import Artifact, Manifest
+    from ftedge.runtime.manifest import Manifest
     from ftedge.runtime.preprocess import PreprocessSpec, preprocess_file
 
     ck = load_checkpoint(run_dir)
@@ -79,9 +79,9 @@ def build_test_bundle(run_dir: Path, dest: Path) -> Path:
     float_in = {"name": "input", "dtype": "float32", "layout": "NCHW", "shape": [-1, c, h, w]}
     out = {"name": "logits", "kind": "logits"}
 
-    def art(fmt: str, files: list[str], **kw: object) -> Artifact:
+    def art(fmt: str, files: list[str], **kw: object) -> dict[str, object]:
         digests = {f: sha256_file(dest / f) for f in files}
-        return Artifact(
+        return dict(
             format=fmt,
             precision="fp32",
             path=files[0],
@@ -92,36 +92,40 @@ def build_test_bundle(run_dir: Path, dest: Path) -> Path:
             **kw,
         )
 
-    manifest = Manifest(
-        labels=list(meta["classes"]),
-        preprocessing=spec.to_dict(),
-        input=float_in,
-        output=out,
-        provenance={"checkpoint": str(ck.json_path.resolve()), "source": "tests"},
-        data={"root": splits.root, "test": [[s.path, s.label] for s in splits.test]},
-        reference={"accuracy": acc, "logits": "reference_logits.npy"},
-        artifacts=[
-            art("openvino", ["openvino/model.xml", "openvino/model.bin"], input=float_in),
-            art("onnx", ["onnx/model.onnx"], input=float_in),
-            art(
-                "onnx",
-                ["onnx/model_uint8.onnx"],
-                input={
-                    "name": "input",
-                    "dtype": "uint8",
-                    "layout": "NHWC",
-                    "shape": [-1, h, w, 3],
-                    "color": "bgr",
-                },
-            ),
-            Artifact(
-                format="onnx",
-                precision="int8",
-                path="onnx/model_int8.onnx",
-                status="failed",
-                message="accuracy gate failed (test fixture)",
-            ),
-        ],
+    ckpt = {"path": str(ck.json_path.resolve())}
+    manifest = Manifest.from_dict(
+        dict(
+            schema_version=2,
+            labels=list(meta["classes"]),
+            preprocessing=spec.to_dict(),
+            input=float_in,
+            output=out,
+            provenance={"checkpoint": ckpt, "source": "tests"},
+            data={"root": splits.root, "test": [[s.path, s.label] for s in splits.test]},
+            reference={"accuracy": acc, "logits": "reference_logits.npy"},
+            artifacts=[
+                art("openvino", ["openvino/model.xml", "openvino/model.bin"], input=float_in),
+                art("onnx", ["onnx/model.onnx"], input=float_in),
+                art(
+                    "onnx",
+                    ["onnx/model_uint8.onnx"],
+                    input={
+                        "name": "input",
+                        "dtype": "uint8",
+                        "layout": "NHWC",
+                        "shape": [-1, h, w, 3],
+                        "color": "bgr",
+                    },
+                ),
+                dict(
+                    format="onnx",
+                    precision="int8",
+                    path="onnx/model_int8.onnx",
+                    status="failed",
+                    message="accuracy gate failed (test fixture)",
+                ),
+            ],
+        )
     )
     manifest.save(dest)
     json.loads((dest / "manifest.json").read_text())  # sanity: valid JSON

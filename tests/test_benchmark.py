@@ -85,7 +85,7 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from PIL import Image
 
     from ftedge.files import sha256_file
-    from ftedge.runtime.manifest import Artifact, Manifest
+    from ftedge.runtime.manifest import Manifest
 
     out = tmp_path_factory.mktemp("bundle")
     _tiny_onnx(out / "model.onnx")
@@ -105,16 +105,16 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ("onnx", "model_uint8.onnx", ["model_uint8.onnx"], baked, 0.5),
     ]:
         arts.append(
-            Artifact(
-                fmt,
-                "fp32",
-                rel,
-                sha256=sha256_file(out / rel),
-                accuracy=acc,
-                input=ispec,
-                output=outp,
-                files={f: sha256_file(out / f) for f in files},
-            )
+            {
+                "format": fmt,
+                "precision": "fp32",
+                "path": rel,
+                "sha256": sha256_file(out / rel),
+                "accuracy": acc,
+                "input": ispec,
+                "output": outp,
+                "files": {f: sha256_file(out / f) for f in files},
+            }
         )
     try:
         import openvino as ov
@@ -122,15 +122,15 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
         (out / "ov").mkdir()
         ov.save_model(ov.convert_model(str(out / "model.onnx")), str(out / "ov" / "model.xml"))
         arts.append(
-            Artifact(
-                "openvino",
-                "fp32",
-                "ov/model.xml",
-                accuracy=0.5,
-                input=inp,
-                output=outp,
-                files={f: sha256_file(out / f) for f in ("ov/model.xml", "ov/model.bin")},
-            )
+            {
+                "format": "openvino",
+                "precision": "fp32",
+                "path": "ov/model.xml",
+                "accuracy": 0.5,
+                "input": inp,
+                "output": outp,
+                "files": {f: sha256_file(out / f) for f in ("ov/model.xml", "ov/model.bin")},
+            }
         )
     except ImportError:
         pass
@@ -151,20 +151,23 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     x = np.stack([preprocess_file(str(out / "data" / p), spec) for p, _ in tests])
     sess = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
     np.save(out / "reference_logits.npy", sess.run(None, {"input": x})[0])
-    Manifest(
-        labels=["a", "b", "c"],
-        preprocessing={
-            "input_size": [3, SIZE, SIZE],
-            "interpolation": "bilinear",
-            "crop_pct": 0.875,
-            "mean": [0.5] * 3,
-            "std": [0.5] * 3,
-        },
-        input=inp,
-        output=outp,
-        data={"root": str(out / "data"), "test": tests},
-        reference={"accuracy": 0.5, "logits": "reference_logits.npy"},
-        artifacts=arts,
+    Manifest.from_dict(
+        dict(
+            schema_version=2,
+            labels=["a", "b", "c"],
+            preprocessing={
+                "input_size": [3, SIZE, SIZE],
+                "interpolation": "bilinear",
+                "crop_pct": 0.875,
+                "mean": [0.5] * 3,
+                "std": [0.5] * 3,
+            },
+            input=inp,
+            output=outp,
+            data={"root": str(out / "data"), "test": tests},
+            reference={"accuracy": 0.5, "logits": "reference_logits.npy"},
+            artifacts=arts,
+        )
     ).save(out)
     return out
 
@@ -287,7 +290,7 @@ def test_measured_accuracy_reuses_export_verification(bundle: Path) -> None:
     ref = np.load(bundle / "reference_logits.npy")
     from ftedge.runtime.manifest import Manifest
 
-    labels = np.array([y for _, y in Manifest.load(bundle).data["test"]])
+    labels = np.array([y for _, y in Manifest.load(bundle).data.test])
     want = float(np.mean(ref.argmax(1) == labels))
     opts = BenchmarkOptions(backends=("onnxruntime",), isolate=False, measure_accuracy=True, **FAST)
     plan = plan_bundle(bundle, opts)

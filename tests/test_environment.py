@@ -85,7 +85,7 @@ def test_capture_here_is_complete_and_json() -> None:
 
 
 def test_library_versions_do_not_report_stubs_as_tensorrt() -> None:
-    from ftedge.runtime.select import tensorrt_usable
+    from ftedge.runtime.backends import tensorrt_usable
 
     versions = library_versions()
     if not tensorrt_usable():  # here: tensorrt-stubs only, an empty namespace package

@@ -53,31 +53,33 @@ def test_manifest_contract_and_fp32_parity(bundle: Path, tiny_run: Path) -> None
         assert key in raw
     m = Manifest.load(bundle)
     meta = json.loads((tiny_run / "best.json").read_text())
-    assert m.labels == meta["classes"]
-    assert m.preprocessing["input_size"] == meta["preprocessing"]["input_size"]
+    assert list(m.labels) == meta["classes"]
+    assert list(m.preprocessing.input_size) == meta["preprocessing"]["input_size"]
     names = {a.name for a in m.artifacts}
     assert {"onnx-fp32", "onnx-fp32-baked", "onnx-int8", "openvino-fp32", "openvino-int8"} <= names
     for a in m.artifacts:
         assert a.status == "ok", a.message
+        assert a.parity is not None
         for key in ("max_abs_diff", "top1_agreement"):
-            assert key in a.parity
+            assert key in a.parity.to_dict()
         assert a.accuracy is not None and a.accuracy_drop is not None
         assert a.path in a.files and a.sha256 == a.files[a.path]
     fp32 = m.find("onnx", "fp32")
     assert fp32 is not None
-    assert fp32.parity["max_abs_diff"] < 1e-4
-    assert fp32.parity["top1_agreement"] == 1.0
+    assert fp32.parity is not None
+    assert fp32.parity.max_abs_diff < 1e-4
+    assert fp32.parity.top1_agreement == 1.0
     ov32 = m.find("openvino", "fp32")
-    assert ov32 is not None and ov32.parity["execution_precision"] == "f32"
+    assert ov32 is not None and ov32.parity is not None and ov32.parity.execution_precision == "f32"
     assert set(ov32.files) == {"openvino/fp32/model.xml", "openvino/fp32/model.bin"}
     int8 = m.find("onnx", "int8")
     assert int8 is not None and int8.details["activation_type"] == "uint8"
     assert int8.details["weight_type"] == "int8" and int8.details["per_channel"]
-    ref = np.load(bundle / m.reference["logits"])
-    assert ref.shape == (len(m.data["test"]), len(m.labels))
-    y = np.array([t[1] for t in m.data["test"]])
-    assert m.reference["accuracy"] == pytest.approx(float((ref.argmax(1) == y).mean()))
-    assert len(m.data["calibration"]) == len(m.data["train"])  # default: all when < 300
+    ref = np.load(bundle / m.reference.logits)
+    assert ref.shape == (len(m.data.test), len(m.labels))
+    y = np.array([t[1] for t in m.data.test])
+    assert m.reference.accuracy == pytest.approx(float((ref.argmax(1) == y).mean()))
+    assert len(m.data.calibration) == len(m.data.train)  # default: all when < 300
 
 
 def test_onnx_is_self_describing(bundle: Path) -> None:
@@ -88,8 +90,8 @@ def test_onnx_is_self_describing(bundle: Path) -> None:
     assert model.opset_import[0].version >= 17
     props = {p.key: p.value for p in model.metadata_props}
     m = Manifest.load(bundle)
-    assert json.loads(props["ftedge.labels"]) == m.labels
-    assert json.loads(props["ftedge.preprocessing"])["mean"] == m.preprocessing["mean"]
+    assert json.loads(props["ftedge.labels"]) == list(m.labels)
+    assert json.loads(props["ftedge.preprocessing"])["mean"] == list(m.preprocessing.mean)
     assert [i.name for i in model.graph.input] == ["input"]
     assert [o.name for o in model.graph.output] == ["logits"]
     assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param  # dynamic batch
@@ -105,7 +107,7 @@ def test_baked_model_on_raw_crops_matches_plain_model(bundle: Path) -> None:
     with OnnxRuntimeRunner(str(bundle / "onnx/model.fp32.onnx")) as r:
         plain = r.infer({"input": normalize(crops, m.spec)})["logits"]
     baked = m.find("onnx", "fp32", baked=True)
-    assert baked is not None and baked.input["dtype"] == "uint8"
+    assert baked is not None and baked.input.dtype == "uint8"
     with OnnxRuntimeRunner(str(bundle / baked.path)) as r:
         got = r.infer({"input": crops})["logits"]
     assert (got.argmax(1) == plain.argmax(1)).all()
@@ -235,8 +237,10 @@ def test_softmax_output(tiny_run: Path, tmp_path: Path) -> None:
     assert main([*args, "--out", str(out), "--no-progress"]) == 0
     m = Manifest.load(out)
     art = m.find("onnx", "fp32")
-    assert art is not None and art.output == {"name": "probabilities", "kind": "probabilities"}
-    assert art.parity["compared"] == "probabilities" and art.parity["top1_agreement"] == 1.0
+    assert art is not None
+    assert art.output.to_dict() == {"name": "probabilities", "kind": "probabilities"}
+    assert art.parity is not None
+    assert art.parity.compared == "probabilities" and art.parity.top1_agreement == 1.0
     crops, _ = _parity_inputs(out)
     with OnnxRuntimeRunner(str(out / art.path)) as r:
         p = r.infer({"input": normalize(crops, m.spec)})["probabilities"]
@@ -244,9 +248,9 @@ def test_softmax_output(tiny_run: Path, tmp_path: Path) -> None:
 
 
 def test_tensorrt_step_records_skip_with_trtexec(bundle: Path, tmp_path: Path) -> None:
-    from ftedge.export.verify import backend_available
+    from ftedge.runtime.backends import format_available
 
-    if backend_available("tensorrt"):
+    if format_available("tensorrt"):
         pytest.skip("TensorRT is installed: the engine is built instead")
     out = tmp_path / "trt"
     args = ["export", str(bundle), "--formats", "tensorrt", "--precision", "fp32,int8"]

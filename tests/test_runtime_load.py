@@ -19,8 +19,8 @@ from PIL import Image
 
 from ftedge.errors import FtedgeError
 from ftedge.runtime import Classifier, Prediction, load
-from ftedge.runtime.manifest import Artifact, Manifest
-from ftedge.runtime.preprocess import preprocess
+from ftedge.runtime.manifest import Artifact, InputSpec, Manifest
+from ftedge.runtime.preprocess import PreprocessSpec, preprocess
 from ftedge.runtime.select import candidates
 from tests.runtime_helpers import build_test_bundle
 
@@ -35,8 +35,8 @@ def test_images(bundle: Path) -> tuple[list[np.ndarray], list[int]]:
     """The bundle's test split (grayscale PNGs, decoded like training: RGB) and their labels."""
     m = Manifest.load(bundle)
     frames, labels = [], []
-    for rel, y in m.data["test"]:
-        with Image.open(Path(m.data["root"]) / rel) as im:
+    for rel, y in m.data.test:
+        with Image.open(Path(m.data.root) / rel) as im:
             frames.append(np.asarray(im.convert("RGB")))
         labels.append(int(y))
     return frames, labels
@@ -60,7 +60,7 @@ def test_auto_picks_the_documented_artifact_and_skips_failed(bundle: Path) -> No
     with load(bundle) as clf:
         # No INT8 artifact is ok (the int8 entry is status=failed): OpenVINO FP32 comes next.
         assert isinstance(clf, Classifier)
-        assert (clf.artifact.name, clf.backend, clf.device) == ("openvino-fp32", "openvino", "CPU")
+        assert (clf.artifact.name, clf.backend, clf.device) == ("openvino-fp32", "openvino", "cpu")
         assert clf.labels == ["bag", "sneaker", "trouser"]
         assert clf.describe()["execution_precision"] in ("f32", "bf16")
     with load(bundle, backend="onnxruntime") as clf:
@@ -107,14 +107,14 @@ def test_classify_agrees_with_pytorch(
     np.testing.assert_allclose(got.sum(axis=1), 1.0, atol=1e-5)
     # The trained model is good on its own test split (the bundle's reference accuracy).
     acc = np.mean([p.index == y for p, y in zip(preds, labels, strict=False)])
-    assert acc >= Manifest.load(bundle).reference["accuracy"] - 0.05
+    assert acc >= Manifest.load(bundle).reference.accuracy - 0.05
 
 
 def test_float_artifact_reproduces_the_stored_reference_logits(bundle: Path) -> None:
     """The torch-free check: stored PyTorch logits (test split, training preprocessing)."""
     m = Manifest.load(bundle)
-    ref = np.load(bundle / m.reference["logits"])
-    files = [str(Path(m.data["root"]) / rel) for rel, _ in m.data["test"]]
+    ref = np.load(bundle / m.reference.logits)
+    files = [str(Path(m.data.root) / rel) for rel, _ in m.data.test]
     with load(bundle, backend="onnxruntime") as clf:
         frames = [np.asarray(Image.open(f).convert("RGB")) for f in files]
         logits = clf.infer(clf.prepare(frames))
@@ -242,17 +242,18 @@ def test_missing_backend_names_the_pip_extra(bundle: Path, monkeypatch: pytest.M
 
 def _art(fmt: str, prec: str, status: str = "ok", baked: bool = False) -> Artifact:
     inp = {"dtype": "uint8", "layout": "NHWC"} if baked else {"dtype": "float32"}
-    return Artifact(format=fmt, precision=prec, path=f"{fmt}-{prec}", status=status, input=inp)
+    d = {"format": fmt, "precision": prec, "path": f"{fmt}-{prec}", "status": status, "input": inp}
+    return Artifact.from_dict(d)
 
 
 def test_selection_order(monkeypatch: pytest.MonkeyPatch) -> None:
-    import ftedge.runtime.select as sel
+    import ftedge.runtime.backends as backends
 
     m = Manifest(
-        labels=["a", "b"],
-        preprocessing={},
-        input={},
-        artifacts=[
+        labels=("a", "b"),
+        preprocessing=PreprocessSpec(),
+        input=InputSpec(),
+        artifacts=(
             _art("onnx", "fp32"),
             _art("onnx", "int8", baked=True),
             _art("onnx", "int8"),
@@ -261,30 +262,30 @@ def test_selection_order(monkeypatch: pytest.MonkeyPatch) -> None:
             _art("openvino", "fp16"),
             _art("tensorrt", "fp16"),
             _art("tensorrt", "int8", status="skipped"),
-        ],
+        ),
     )
-    monkeypatch.setattr(sel, "tensorrt_usable", lambda: True)  # as on a Jetson
+    monkeypatch.setattr(backends, "tensorrt_usable", lambda: True)  # as on a Jetson
     names = lambda cs: [f"{c.artifact.name}@{c.backend}:{c.device}" for c in cs]  # noqa: E731
     cands, reasons = candidates(m)
     assert names(cands) == [
         "tensorrt-fp16@tensorrt:cuda:0",
         "onnx-int8@onnxruntime:cpu",
         "onnx-int8-baked@onnxruntime:cpu",
-        "openvino-fp32@openvino:CPU",
-        "openvino-fp16@openvino:CPU",
+        "openvino-fp32@openvino:cpu",
+        "openvino-fp16@openvino:cpu",
         "onnx-fp32@onnxruntime:cpu",
     ]
     assert any(r.startswith("openvino-int8: status failed") for r in reasons)
     assert names(candidates(m, baked=True)[0]) == ["onnx-int8-baked@onnxruntime:cpu"]
     assert names(candidates(m, precision="fp32")[0]) == [
-        "openvino-fp32@openvino:CPU",
+        "openvino-fp32@openvino:cpu",
         "onnx-fp32@onnxruntime:cpu",
     ]
     assert names(candidates(m, backend="openvino", baked=False)[0]) == [
-        "openvino-fp32@openvino:CPU",
-        "openvino-fp16@openvino:CPU",
-        "onnx-int8@openvino:CPU",  # OpenVINO reads ONNX too, after its own IRs
-        "onnx-fp32@openvino:CPU",
+        "openvino-fp32@openvino:cpu",
+        "openvino-fp16@openvino:cpu",
+        "onnx-int8@openvino:cpu",  # OpenVINO reads ONNX too, after its own IRs
+        "onnx-fp32@openvino:cpu",
     ]
     assert names(candidates(m, device="cuda")[0]) == [
         "tensorrt-fp16@tensorrt:cuda:0",
@@ -292,15 +293,15 @@ def test_selection_order(monkeypatch: pytest.MonkeyPatch) -> None:
         "onnx-int8-baked@onnxruntime:cuda",
         "onnx-fp32@onnxruntime:cuda",
     ]
-    assert names(candidates(m, device="gpu")[0])[0] == "openvino-fp32@openvino:GPU"
-    monkeypatch.setattr(sel, "tensorrt_usable", lambda: False)  # this machine
+    assert names(candidates(m, device="gpu")[0])[0] == "openvino-fp32@openvino:gpu"
+    monkeypatch.setattr(backends, "tensorrt_usable", lambda: False)  # this machine
     cands, reasons = candidates(m)
     assert names(cands)[0] == "onnx-int8@onnxruntime:cpu"
     assert any("tensorrt-fp16: tensorrt is not installed" in r for r in reasons)
 
 
 def test_tensorrt_stub_package_is_not_mistaken_for_tensorrt() -> None:
-    from ftedge.runtime.select import tensorrt_usable
+    from ftedge.runtime.backends import tensorrt_usable
 
     try:
         import tensorrt

@@ -18,7 +18,7 @@ import pytest
 from ftedge.errors import FtedgeError
 from ftedge.export import tensorrt as T
 from ftedge.files import sha256_file
-from ftedge.runtime.manifest import Artifact, Manifest
+from ftedge.runtime.manifest import Manifest
 
 H = W = 16
 
@@ -84,7 +84,7 @@ def bundle(tmp_path: Path) -> tuple[Path, Manifest]:
     bdir.mkdir()
     tiny_onnx(bdir / "model.onnx")
     inp = {"name": "input", "dtype": "float32", "layout": "NCHW", "shape": [-1, 3, H, W]}
-    art = Artifact(
+    art = dict(
         format="onnx",
         precision="fp32",
         path="model.onnx",
@@ -100,12 +100,15 @@ def bundle(tmp_path: Path) -> tuple[Path, Manifest]:
         "mean": [0.5, 0.5, 0.5],
         "std": [0.5, 0.5, 0.5],
     }
-    m = Manifest(
-        labels=["a", "b", "c"],
-        preprocessing=spec,
-        input=inp,
-        artifacts=[art],
-        data={"root": str(data), "test": [], "calibration": items},
+    m = Manifest.from_dict(
+        dict(
+            schema_version=2,
+            labels=["a", "b", "c"],
+            preprocessing=spec,
+            input=inp,
+            artifacts=[art],
+            data={"root": str(data), "test": [], "calibration": items},
+        )
     )
     m.save(bdir)
     return bdir, m
@@ -341,7 +344,7 @@ def test_export_without_tensorrt_records_skipped_artifacts_with_trtexec(
             "not installed" in (a.message or "") and "ftedge export --formats tensorrt" in a.message
         )
         assert a.path == f"tensorrt/model.{a.precision}.b1-4-8.plan"
-        assert a.input["name"] == "input" and a.output["name"] == "logits"
+        assert a.input.name == "input" and a.output.name == "logits"
         assert a.details["profile"]["max"] == [8, 3, H, W]
         cmds = a.details["trtexec"]
         assert set(cmds) == {"tensorrt10", "tensorrt11"}
@@ -383,7 +386,7 @@ def test_export_reuses_the_qdq_onnx_when_the_data_is_gone(
 
     bdir, m = bundle
     first = T.export_tensorrt(bdir, m, ["int8"], (1, 1, 1))
-    m.artifacts += first
+    m = m.with_artifact(first[0])
     shutil.rmtree(tmp_path / "data")
     again = T.export_tensorrt(bdir, m, ["int8"], (1, 1, 1))
     assert again[0].status == "skipped"
@@ -419,14 +422,14 @@ def test_export_argument_errors(bundle: tuple[Path, Manifest]) -> None:
         T.export_tensorrt(bdir, m, ["bf16"], (1, 1, 1))
     with pytest.raises(FtedgeError, match="min <= opt <= max"):
         T.export_tensorrt(bdir, m, ["fp32"], (1, 8, 4))
-    m.artifacts = []
+    m = dataclasses.replace(m, artifacts=())
     with pytest.raises(FtedgeError, match="needs the bundle's FP32 ONNX"):
         T.export_tensorrt(bdir, m, ["fp32"], (1, 1, 1))
 
 
 def test_int8_without_calibration_data_fails(bundle: tuple[Path, Manifest]) -> None:
     bdir, m = bundle
-    m.data["calibration"] = []
+    m = dataclasses.replace(m, data=dataclasses.replace(m.data, calibration=()))
     (art,) = T.export_tensorrt(bdir, m, ["int8"], (1, 1, 1))
     assert art.status == "failed" and "calibration images" in (art.message or "")
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import abc
 import time
+from collections import deque
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, ClassVar
@@ -31,8 +32,17 @@ class TensorMeta:
     shape: tuple[int | str, ...]
 
 
+# Inference times kept per runner: the most recent ones only, so that a camera app calling
+# ``infer`` for days holds a constant amount of memory.
+TIMING_WINDOW = 1000
+
+
 class Runner(abc.ABC):
-    """Base class: ``activate`` / ``infer`` / ``deactivate`` with input checking and timing."""
+    """Base class: ``activate`` / ``infer`` / ``deactivate`` with input checking and timing.
+
+    ``last_inference_s`` is the latest inference time and ``inference_times_s`` the last
+    ``TIMING_WINDOW`` of them (older ones are dropped).
+    """
 
     backend: ClassVar[str] = "base"
 
@@ -42,7 +52,7 @@ class Runner(abc.ABC):
         self.name = name or f"{self.backend}:{model_path}"
         self.is_active = False
         self.last_inference_s: float | None = None
-        self.inference_times_s: list[float] = []
+        self.inference_times_s: deque[float] = deque(maxlen=TIMING_WINDOW)
 
     # -- lifecycle ----------------------------------------------------------------------------
     def __enter__(self) -> Runner:

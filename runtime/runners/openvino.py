@@ -1,5 +1,8 @@
 """OpenVINO runner: IR (.xml + .bin) or ONNX files on CPU, GPU, NPU or AUTO.
 
+Devices are given and reported in ftedge's lower-case spelling ("cpu", "gpu.1"); OpenVINO's own
+("CPU", "GPU.1") is used only when talking to OpenVINO.
+
     with OpenVinoRunner("bundle/openvino-fp32/model.xml", precision="f32") as r:
         logits = r.infer({"input": x})["logits"]
         r.describe()["execution_precision"]   # what actually ran, e.g. "f32" or "bf16"
@@ -20,7 +23,7 @@ import numpy as np
 from ftedge.errors import FtedgeError, MissingExtraError
 from ftedge.runtime.runners.base import Runner, TensorMeta
 
-DEVICES = ("CPU", "GPU", "NPU", "AUTO")
+DEVICES = ("cpu", "gpu", "npu", "auto")
 HINTS = {"latency": "LATENCY", "throughput": "THROUGHPUT"}
 PRECISIONS = ("f32", "bf16", "f16")
 
@@ -31,6 +34,11 @@ def _import_ov() -> Any:
     except ImportError:
         raise MissingExtraError("openvino", "openvino") from None
     return openvino
+
+
+def read_model(path: str) -> Any:
+    """An OpenVINO model read from an IR or ONNX file (for inspection, not inference)."""
+    return _import_ov().Core().read_model(path)
 
 
 def _np_dtype(ov_type: Any) -> np.dtype[Any]:
@@ -63,13 +71,17 @@ class OpenVinoRunner(Runner):
         self,
         model_path: str,
         *,
-        device: str = "CPU",
+        device: str = "cpu",
         hint: str = "latency",
         precision: str | None = None,
         threads: int | None = None,
+        batch: int | None = None,
         name: str | None = None,
     ) -> None:
-        device = device.upper()
+        """``batch``: reshape a dynamic-batch model to this static batch before compiling
+        (OpenVINO's CPU plugin runs a static shape faster, which is why benchmark_app wants
+        ``-shape``; measured here ~8 % at 1 thread on EfficientNet-Lite0)."""
+        device = device.lower()
         if device.split(":")[0].split(".")[0] not in DEVICES:
             raise FtedgeError(
                 f"OpenVINO device must be one of {', '.join(DEVICES)}, got {device!r}"
@@ -82,7 +94,11 @@ class OpenVinoRunner(Runner):
             )
         if threads is not None and threads < 1:
             raise FtedgeError(f"threads must be >= 1, got {threads}")
+        if batch is not None and batch < 1:
+            raise FtedgeError(f"batch must be >= 1, got {batch}")
         super().__init__(model_path, device=device, name=name)
+        self.ov_device = device.upper()  # OpenVINO's spelling
+        self.batch = batch
         self.hint = hint
         self.precision = precision
         self.threads = threads
@@ -108,7 +124,20 @@ class OpenVinoRunner(Runner):
         except Exception as e:  # RuntimeError with a multi-line C++ message
             msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise FtedgeError(f"OpenVINO cannot read {self.model_path}: {msg}") from None
+        if self.batch is not None:
+            self._fix_batch(ov, model, self.batch)
         return core, model
+
+    @staticmethod
+    def _fix_batch(ov: Any, model: Any, batch: int) -> None:
+        shapes = {}
+        for port in model.inputs:
+            ps = port.get_partial_shape()
+            if ps.rank.is_static and len(ps) >= 1 and ps[0].is_dynamic:
+                dims = [batch] + [d.get_length() if d.is_static else -1 for d in list(ps)[1:]]
+                shapes[port.get_any_name()] = ov.PartialShape(dims)
+        if shapes:
+            model.reshape(shapes)
 
     def _read_metadata(self, model: Any) -> None:
         self._inputs = {m.name: m for m in (_port_meta(p) for p in model.inputs)}
@@ -117,15 +146,15 @@ class OpenVinoRunner(Runner):
     # -- lifecycle ----------------------------------------------------------------------------
     def _activate(self) -> None:
         core, model = self._read_model()
-        base = self.device.split(":")[0].split(".")[0]
+        base = self.ov_device.split(":")[0].split(".")[0]
         if base != "AUTO" and not any(d.startswith(base) for d in core.available_devices):
             raise FtedgeError(
-                f"OpenVINO device {self.device} is not available here "
+                f"OpenVINO device {self.ov_device} is not available here "
                 f"(available: {', '.join(core.available_devices)})"
             )
         self._read_metadata(model)
         try:
-            self._compiled = core.compile_model(model, self.device, self.config())
+            self._compiled = core.compile_model(model, self.ov_device, self.config())
         except Exception as e:
             msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise FtedgeError(f"OpenVINO cannot compile {self.model_path}: {msg}") from None

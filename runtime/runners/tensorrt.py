@@ -50,15 +50,15 @@ _NP_DTYPES: dict[str, Any] = {
 def import_tensorrt() -> Any:
     """The real TensorRT module, or FtedgeError naming where to get it.
 
-    ``tensorrt-stubs`` makes ``import tensorrt`` succeed as an empty namespace package, so the
-    real thing is recognised by its ``Runtime`` class, not by the import working.
+    ``tensorrt-stubs`` makes ``import tensorrt`` succeed as an empty namespace package: the
+    backend registry's availability check tells the real thing apart.
     """
-    try:
-        import tensorrt as trt
-    except ImportError:
-        raise FtedgeError(INSTALL_HINT) from None
-    if not hasattr(trt, "Runtime"):
+    from ftedge.runtime.backends import get_backend
+
+    if not get_backend("tensorrt").available():
         raise FtedgeError(INSTALL_HINT)
+    import tensorrt as trt
+
     return trt
 
 

@@ -1,0 +1,56 @@
+"""What a bundle's model does: the task registry (``classification`` today).
+
+A task decides the shape of a model's output spec in the manifest and the metric its artifacts
+are verified with. ``Manifest.task`` names the task; the manifest's and each artifact's
+``output`` is parsed by that task's ``OutputSpec`` class. See ``ftedge.runtime.manifest`` for
+how a new task plugs in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, ClassVar, Literal, Protocol
+
+from ftedge.runtime.schema_fields import Fields
+
+OutputKind = Literal["logits", "probabilities"]
+
+
+class OutputSpec(Protocol):
+    """A task's description of a model output; parsed from and written to the manifest."""
+
+    @property
+    def name(self) -> str: ...
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class ClassificationOutput:
+    """One (N, classes) tensor of logits or softmax probabilities."""
+
+    name: str = "logits"
+    kind: OutputKind = "logits"
+
+    KINDS: ClassVar[tuple[OutputKind, ...]] = ("logits", "probabilities")
+
+    @classmethod
+    def from_fields(cls, f: Fields) -> ClassificationOutput:
+        return cls(name=f.text("name", "logits"), kind=f.choice("kind", cls.KINDS, "logits"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Task:
+    """A task: the output spec its manifests carry and the metric its artifacts are held to."""
+
+    name: str
+    output: Any  # the OutputSpec class: has from_fields(Fields) and to_dict()
+    metric: str  # what ``accuracy`` means for this task's artifacts
+
+
+TASKS: dict[str, Task] = {
+    "classification": Task("classification", ClassificationOutput, "top-1 accuracy"),
+}
