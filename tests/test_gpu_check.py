@@ -226,3 +226,19 @@ def test_train_split_size_from_splits_json_when_metrics_lack_it(cpu_speed_run, t
     r = gc.run_speed(tmp_path)
     assert (r["train_images"], r["train_images_from"]) == (60, "splits.json")
     assert r["median_epoch_seconds"] == 3.0 and r["images_per_s"] == 20.0
+
+
+def test_wheels_are_unpacked_into_the_temporary_install(tmp_path):
+    import zipfile
+
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    with zipfile.ZipFile(wheels / "tiny_pkg-0.1-py3-none-any.whl", "w") as z:
+        z.writestr("tiny_pkg/__init__.py", "VALUE = 1\n")
+        z.writestr("tiny_pkg-0.1.dist-info/METADATA", "Name: tiny-pkg\nVersion: 0.1\n")
+    ctx = _ctx(tmp_path, wheels=wheels)
+    assert gc.install_ftedge(ctx) == ["tiny_pkg-0.1-py3-none-any.whl"]
+    site = ctx.work / "site"
+    assert (site / "tiny_pkg" / "__init__.py").read_text() == "VALUE = 1\n"
+    assert (site / "ftedge" / "runtime" / "cuda.py").is_file()
+    assert not list(site.rglob("__pycache__"))
