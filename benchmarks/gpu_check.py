@@ -434,9 +434,9 @@ STEPS: dict[str, Callable[[Ctx, Step], None]] = {
     "environment": step_environment,  # and the set-up: ftedge for the children, the backbone
     "cuda_memory": step_cuda_memory,
     "pytest": step_pytest,
-    "training": step_training,
     "ddp": step_ddp,
     "inference": step_inference,
+    "training": step_training,  # last: its torch.compile run is the slowest and least certain
 }
 
 
