@@ -1,11 +1,32 @@
-"""ftedge: fine-tune, quantize, verify and benchmark image classifiers for edge devices.
+"""ftedge: fine-tune, quantize, verify and benchmark image models for edge devices.
+
+    import ftedge
+    run = ftedge.train(epochs=10)          # see ftedge.api and docs/api.md
+    bundle = ftedge.export(run.run_dir)
+    clf = ftedge.runtime.load(bundle.bundle_dir)
 
 This module imports nothing heavy: ``import ftedge`` (and ``ftedge --help``) must stay fast, and
-``ftedge.runtime`` must work on a Jetson with numpy and one inference backend only.
+``ftedge.runtime`` must work on a Jetson with numpy and one inference backend only. The API
+functions are imported on first use (PEP 562).
 """
 
-__version__ = "0.1.0"
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 from ftedge.errors import FtedgeError
 
-__all__ = ["FtedgeError", "__version__"]
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from ftedge.api import train
+
+__all__ = ["FtedgeError", "__version__", "train"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "train":
+        from ftedge import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'ftedge' has no attribute {name!r}")

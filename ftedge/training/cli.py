@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from typing import Any
 
@@ -15,7 +16,6 @@ def add_parser(sub: Any) -> None:
         help="fine-tune a pretrained backbone on an image folder",
         description="Fine-tune a pretrained backbone with a new head on an image folder "
         "(default: the built-in Fashion-MNIST sample). Writes runs/<name>/ and runs/latest.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--config", metavar="FILE.yaml", help="YAML file of options (flags override it)")
     p.add_argument(
@@ -38,6 +38,12 @@ def run(args: argparse.Namespace) -> int:
     from ftedge.training.summary import print_summary
 
     if args.resume:
+        given = [
+            f.name for f in dataclasses.fields(TrainConfig) if getattr(args, f.name) is not None
+        ]
+        if given or args.config:
+            flags = ", ".join("--" + n.replace("_", "-") for n in given) or "--config"
+            raise FtedgeError(f"--resume continues the run with its saved config: drop {flags}")
         run_dir = Path(args.resume)
         if not run_dir.is_dir():
             raise FtedgeError(f"cannot resume: {run_dir} is not a run directory")
