@@ -11,7 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ftedge.runtime.benchmark import BenchmarkOptions, Job, plan_bundle, plan_model, run_benchmark
+from ftedge.runtime.bench_select import jobs_for_bundle, jobs_for_model
+from ftedge.runtime.bench_spec import BenchmarkOptions, Job
+from ftedge.runtime.benchmark import run_benchmark
 from ftedge.runtime.report import (
     LATENCY_FIELDS,
     REQUIRED_RESULT_FIELDS,
@@ -189,7 +191,7 @@ def _check_result(r: dict) -> None:
 
 
 def test_plan_covers_every_artifact_and_backend(bundle: Path) -> None:
-    plan = plan_bundle(bundle, BenchmarkOptions(**FAST))
+    plan = jobs_for_bundle(bundle, BenchmarkOptions(**FAST))
     got = {(j.artifact, j.backend, j.variant) for j in plan.jobs}
     assert ("onnx-fp32", "onnxruntime", None) in got
     assert ("onnx-fp32-baked", "onnxruntime", None) in got
@@ -208,7 +210,7 @@ def test_isolated_run_json_csv_plots_compare(bundle: Path, tmp_path: Path) -> No
         backends=("onnxruntime", "openvino"),
         **FAST,
     )
-    plan = plan_bundle(bundle, opts)
+    plan = jobs_for_bundle(bundle, opts)
     plan.jobs = [j for j in plan.jobs if j.variant != "f32"][:3]  # keep the test short
     report = run_benchmark(plan)
     results = report["results"]
@@ -260,7 +262,7 @@ def test_isolated_run_json_csv_plots_compare(bundle: Path, tmp_path: Path) -> No
 def test_in_process_openvino_reports_execution_precision(bundle: Path) -> None:
     pytest.importorskip("openvino")
     opts = BenchmarkOptions(backends=("openvino",), isolate=False, **FAST)
-    plan = plan_bundle(bundle, opts)
+    plan = jobs_for_bundle(bundle, opts)
     plan.jobs = [j for j in plan.jobs if j.format == "openvino"]
     report = run_benchmark(plan)
     by_variant = {r["variant"]: r for r in report["results"]}
@@ -278,7 +280,7 @@ def test_in_process_openvino_reports_execution_precision(bundle: Path) -> None:
     dyn = BenchmarkOptions(
         backends=("openvino",), isolate=False, openvino_static=False, batches=(1, 2), **FAST
     )
-    plan = plan_bundle(bundle, dyn)
+    plan = jobs_for_bundle(bundle, dyn)
     plan.jobs = [j for j in plan.jobs if j.format == "openvino" and j.variant is None]
     results = run_benchmark(plan)["results"]
     assert [(r["batch"], r["shape"]) for r in results] == [(1, "dynamic"), (2, "dynamic")]
@@ -293,7 +295,7 @@ def test_measured_accuracy_reuses_export_verification(bundle: Path) -> None:
     labels = np.array([y for _, y in Manifest.load(bundle).data.test])
     want = float(np.mean(ref.argmax(1) == labels))
     opts = BenchmarkOptions(backends=("onnxruntime",), isolate=False, measure_accuracy=True, **FAST)
-    plan = plan_bundle(bundle, opts)
+    plan = jobs_for_bundle(bundle, opts)
     report = run_benchmark(plan)
     by = {r["artifact"]: r for r in report["results"]}
     r = by["onnx-fp32"]
@@ -310,7 +312,7 @@ def test_bare_model_with_static_batch(tmp_path: Path) -> None:
     opts = BenchmarkOptions(
         batches=(1, 4), backends=("onnxruntime",), modes=("end_to_end",), isolate=False, **FAST
     )
-    plan = plan_model(model, opts)
+    plan = jobs_for_model(model, opts)
     assert [(j.format, j.precision, j.backend) for j in plan.jobs] == [
         ("onnx", "fp32", "onnxruntime")
     ]
@@ -325,11 +327,14 @@ def test_failing_job_is_reported_not_fatal(tmp_path: Path) -> None:
     bad = tmp_path / "broken.onnx"
     bad.write_bytes(b"not an onnx file")
     job = Job("onnx-fp32", "onnx", "fp32", "onnxruntime", "cpu", str(bad))
-    from ftedge.runtime.benchmark import Plan, run_job_isolated
+    from ftedge.runtime.bench_select import JobSet
+    from ftedge.runtime.bench_worker import run_job_isolated
 
     out = run_job_isolated(job, BenchmarkOptions(**FAST))
     assert "onnxruntime cannot load" in out["error"]
-    report = run_benchmark(Plan([job], BenchmarkOptions(isolate=False, **FAST), {"kind": "model"}))
+    report = run_benchmark(
+        JobSet([job], BenchmarkOptions(isolate=False, **FAST), {"kind": "model"})
+    )
     assert report["results"] == [] and "cannot load" in report["skipped"][0]["reason"]
 
 
@@ -392,7 +397,8 @@ def test_benchmark_modules_do_not_import_torch() -> None:
     import sys
 
     code = (
-        "import sys, ftedge.runtime.benchmark, ftedge.runtime.report, ftedge.runtime.power, "
+        "import sys, ftedge.runtime.benchmark, ftedge.runtime.bench_worker, "
+        "ftedge.runtime.report, ftedge.runtime.power, "
         "ftedge.runtime.environment, ftedge.runtime.cli_benchmark; "
         "from ftedge.runtime.environment import capture_environment; capture_environment(); "
         "assert 'torch' not in sys.modules and 'matplotlib' not in sys.modules, 'heavy import'"
@@ -402,7 +408,7 @@ def test_benchmark_modules_do_not_import_torch() -> None:
 
 def test_tensorrt_jobs_use_the_tensorrt_runner(tmp_path: Path) -> None:
     """No GPU here: the job finds the TensorRT runner class and fails with a clear error."""
-    from ftedge.runtime.benchmark import _make_runner, run_job
+    from ftedge.runtime.bench_measure import _make_runner, run_job
 
     job = Job("tensorrt-fp16", "tensorrt", "fp16", "tensorrt", "cuda:0", str(tmp_path / "m.plan"))
     runner = _make_runner(job, BenchmarkOptions(**FAST))
@@ -411,6 +417,6 @@ def test_tensorrt_jobs_use_the_tensorrt_runner(tmp_path: Path) -> None:
     assert out["error"] and "\n" not in out["error"]
     # a bare .plan without TensorRT installed: planned as skipped, with the reason
     (tmp_path / "m.plan").write_bytes(b"\0" * 16)
-    plan = plan_model(tmp_path / "m.plan", BenchmarkOptions(**FAST))
+    plan = jobs_for_model(tmp_path / "m.plan", BenchmarkOptions(**FAST))
     if not plan.jobs:
         assert plan.skipped and "tensorrt" in plan.skipped[0]["reason"]

@@ -14,8 +14,10 @@ from PIL import Image
 
 from ftedge.cli import main
 from ftedge.runtime import load
+from ftedge.runtime.frame_sources import open_source
 from ftedge.runtime.manifest import Manifest
-from ftedge.runtime.predict import FrameResult, annotate, open_source, predict
+from ftedge.runtime.predict import FrameResult, predict
+from ftedge.runtime.predict_writers import annotate
 from tests.runtime_helpers import build_test_bundle
 
 cv2 = pytest.importorskip("cv2")
