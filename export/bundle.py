@@ -81,6 +81,7 @@ __all__ = [
     "export_bundle",
     "format_table",
     "is_bundle",
+    "options_from_keywords",
     "requested_artifacts",
     "summary_rows",
 ]
