@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from ftedge.errors import FtedgeError
-from ftedge.export.bundle import ExportOptions, plan
+from ftedge.export.bundle import ExportOptions, requested_artifacts
 from ftedge.export.calibration import CalibrationSet, select_calibration
 from ftedge.runtime.preprocess import PreprocessSpec
 from tests.test_runners_ort_ov import _tiny_classifier
@@ -112,16 +112,94 @@ def test_quantize_qdq_types_and_excluded_nodes(tmp_path: Path) -> None:
         quantize_qdq(src, calib, tmp_path / "bad.onnx", method="magic")  # type: ignore[arg-type]
 
 
-def test_plan_validates_options() -> None:
-    formats, per, _ = plan(ExportOptions(formats=("onnx", "openvino"), precisions=("fp32", "fp16")))
-    assert per == {"onnx": ["fp32"], "openvino": ["fp32", "fp16"]}
+def test_requested_artifacts_validates_options() -> None:
+    req = requested_artifacts(
+        ExportOptions(formats=("onnx", "openvino"), precisions=("fp32", "fp16"))
+    )
+    assert req.precisions == {"onnx": ("fp32",), "openvino": ("fp32", "fp16")}
+    assert req.formats == ("onnx", "openvino") and req.count == 3 and not req.needs_calibration
     with pytest.raises(FtedgeError, match="onnx does not support fp16"):
-        plan(ExportOptions(formats=("onnx",), precisions=("fp16",)))
+        requested_artifacts(ExportOptions(formats=("onnx",), precisions=("fp16",)))
     with pytest.raises(FtedgeError, match="unknown format"):
-        plan(ExportOptions(formats=("tflite",)))
+        requested_artifacts(ExportOptions(formats=("tflite",)))
     with pytest.raises(FtedgeError, match="unknown precision"):
-        plan(ExportOptions(precisions=("int4",)))
+        requested_artifacts(ExportOptions(precisions=("int4",)))
     with pytest.raises(FtedgeError, match="batch-range"):
-        plan(ExportOptions(batch_range=(8, 1, 32)))
-    formats, per, notes = plan(ExportOptions())
-    assert "onnx" in formats and per["onnx"] == ["fp32", "int8"]
+        requested_artifacts(ExportOptions(batch_range=(8, 1, 32)))
+    req = requested_artifacts(ExportOptions())
+    assert "onnx" in req.formats and req.precisions["onnx"] == ("fp32", "int8")
+    assert req.needs_calibration
+
+
+def _original_search(n: int, passes: list[bool]) -> tuple[list[int], int | None]:
+    """The counts the sensitivity search tries, written out longhand, and the count it settles on."""
+    calls: list[int] = []
+
+    def run_k(k: int) -> bool:
+        calls.append(k)
+        return passes[k]
+
+    lo, hi = 0, None
+    if n and run_k(n):
+        hi, k = n, 1
+        while k < hi:
+            if run_k(k):
+                hi = k
+                break
+            lo, k = k, k * 2
+    if hi is not None:
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if run_k(mid):
+                hi = mid
+            else:
+                lo = mid
+    return calls, hi
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 3, 5, 8, 13, 59])
+def test_fewest_passing_tries_counts_in_the_documented_order(n: int) -> None:
+    from ftedge.export.onnx_int8_search import fewest_passing
+
+    for threshold in range(n + 2):  # passes from ``threshold`` kept in float; n + 1: never
+        passes = [k >= threshold for k in range(n + 1)]
+        calls: list[int] = []
+
+        def record(k: int, passes: list[bool] = passes, calls: list[int] = calls) -> bool:
+            calls.append(k)
+            return passes[k]
+
+        got = fewest_passing(n, record)
+        want_calls, want = _original_search(n, passes)
+        assert (calls, got) == (want_calls, want)
+        assert got == (None if threshold > n or n == 0 else max(threshold, 1))
+
+
+def test_export_bundle_keywords_match_export_options() -> None:
+    import dataclasses
+    import inspect
+
+    from ftedge.export.bundle import ExportResult, export_bundle, options_from_keywords
+
+    sig = inspect.signature(export_bundle)
+    for f in dataclasses.fields(ExportOptions):
+        param = sig.parameters[f.name]
+        assert param.kind is inspect.Parameter.KEYWORD_ONLY
+        assert param.default == f.default, f.name
+    assert options_from_keywords() == ExportOptions()
+    opts = options_from_keywords(
+        formats="onnx, openvino", precisions=["fp32"], batch_range=[1, 2, 4], out=Path("b")
+    )
+    assert opts == ExportOptions(
+        formats=("onnx", "openvino"), precisions=("fp32",), batch_range=(1, 2, 4), out="b"
+    )
+    with pytest.raises(TypeError, match="not both"):
+        export_bundle("nowhere", ExportOptions(), formats="onnx")
+    with pytest.raises(FtedgeError, match="batch_range"):
+        export_bundle("nowhere", batch_range=(1, 2))
+    with pytest.raises(FtedgeError, match="unknown format"):
+        export_bundle("nowhere", formats="tflite")
+    assert dataclasses.is_dataclass(ExportResult)
+    assert ExportResult.__dataclass_params__.frozen  # type: ignore[attr-defined]
+    doc = export_bundle.__doc__ or ""
+    assert all(f"``{f.name}``" in doc for f in dataclasses.fields(ExportOptions))

@@ -404,7 +404,9 @@ def test_export_with_tensorrt_but_no_gpu_fails_clearly(
 ) -> None:
     """If TensorRT imports but no GPU is usable, the artifact is failed, never ok."""
     bdir, m = bundle
-    monkeypatch.setattr(T, "tensorrt_version", lambda: "10.3.0.30")
+    import ftedge.export.trt_engine as E
+
+    monkeypatch.setattr(E, "tensorrt_version", lambda: "10.3.0.30")
     import ftedge.runtime.cuda as C
 
     def no_gpu(*a: object, **k: object) -> C.CudaRuntime:
@@ -466,3 +468,17 @@ def test_build_and_run_real_engine(bundle: tuple[Path, Manifest], tmp_path: Path
             np.testing.assert_allclose(out, ref, atol=tol, rtol=tol)
             np.testing.assert_array_equal(out, out2)
     assert (tmp_path / "t.cache").is_file()
+
+
+# -- strict typing of the TensorRT export modules against tensorrt-stubs -------------------------
+def test_tensorrt_export_modules_are_strictly_typed(tmp_path: Path) -> None:
+    """Every ``export/trt_*.py`` module (and ``export/tensorrt.py``) passes mypy --strict."""
+    from tests.typecheck import REPO, run_mypy
+
+    modules = ["ftedge.export.tensorrt"] + sorted(
+        f"ftedge.export.{p.stem}" for p in (REPO / "export").glob("trt_*.py")
+    )
+    assert "ftedge.export.trt_engine" in modules
+    res = run_mypy(tmp_path, modules, strict=True)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert f"Success: no issues found in {len(modules)} source files" in res.stdout
