@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from ftedge.errors import FtedgeError
 
 if TYPE_CHECKING:
+    from ftedge.detection.train import DetectResult
     from ftedge.training.loop import TrainResult
 
 
@@ -38,7 +39,7 @@ def train(
     config: str | Path | None = None,
     resume: str | Path | None = None,
     **options: Any,
-) -> TrainResult:
+) -> TrainResult | DetectResult:
     """Fine-tune a pretrained backbone with a new head; returns the run directory and metrics.
 
     ``data``: an image folder (``DIR/<class>/*`` or ``DIR/{train,val,test}/<class>/*``);
@@ -46,8 +47,10 @@ def train(
     ``TrainConfig`` field (``epochs=10``, ``model="tv:mobilenet_v3_large"``, ``lr=0.01``...),
     overriding the YAML file, as flags do on the command line. ``resume``: a killed run's
     directory, continued with its saved config (give no other option then).
+    ``task="detect"`` trains an object detector on a YOLO / COCO / VOC folder (or the built-in
+    tree crowns) and returns a ``DetectResult`` (test mAP instead of accuracy).
     """
-    from ftedge.config import TrainConfig, build_config, load_yaml
+    from ftedge.config import TrainConfig, build_config, load_yaml, with_task_defaults
     from ftedge.training.loop import train as run_training
 
     if resume is not None:
@@ -58,5 +61,10 @@ def train(
     flags = dict(options)
     if data is not None:
         flags["data"] = str(data)
-    cfg = build_config(TrainConfig, load_yaml(config) if config else {}, flags)
+    yaml_values = load_yaml(config) if config else {}
+    cfg = build_config(TrainConfig, with_task_defaults(yaml_values, flags), flags)
+    if cfg.task == "detect":
+        from ftedge.detection.train import train_detector
+
+        return train_detector(cfg)
     return run_training(cfg)

@@ -27,6 +27,9 @@ def opt(default: Any, help: str) -> Any:
 class TrainConfig:
     """Everything ``ftedge train`` does, with its defaults."""
 
+    task: Literal["classify", "detect"] = opt(
+        "classify", "classify: one label per image; detect: boxes (YOLO / COCO / VOC folders)"
+    )
     data: str | None = opt(
         None,
         "image folder (DIR/<class>/* or DIR/{train,val,test}/<class>/*); default: the built-in Fashion-MNIST sample",
@@ -218,6 +221,17 @@ def build_config(
         if k in names and value is not None:
             values[k] = _convert(value, hints[k], "--" + k.replace("_", "-"))
     return cls(**values)
+
+
+# Defaults that differ for detection (below the YAML file and the flags in precedence): the
+# new layers see few, large images, so smaller batches and a higher rate train them best.
+DETECT_DEFAULTS: dict[str, Any] = {"epochs": 30, "batch_size": 16, "lr": 5e-3, "patience": 0}
+
+
+def with_task_defaults(yaml_values: dict[str, Any], flags: dict[str, Any]) -> dict[str, Any]:
+    """``yaml_values`` with the task's own defaults underneath (defaults < task < YAML < flags)."""
+    task = flags.get("task") or yaml_values.get("task") or "classify"
+    return {**DETECT_DEFAULTS, **yaml_values} if task == "detect" else yaml_values
 
 
 def save_yaml(config: Any, path: str | Path) -> None:

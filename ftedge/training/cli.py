@@ -32,7 +32,7 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ftedge.config import TrainConfig, build_config, load_yaml
+    from ftedge.config import TrainConfig, build_config, load_yaml, with_task_defaults
     from ftedge.errors import FtedgeError
     from ftedge.training.loop import train
     from ftedge.training.summary import print_summary
@@ -50,7 +50,9 @@ def run(args: argparse.Namespace) -> int:
         result = train(resume=run_dir)
     else:
         yaml_values = load_yaml(args.config) if args.config else {}
-        cfg = build_config(TrainConfig, yaml_values, vars(args))
+        cfg = build_config(TrainConfig, with_task_defaults(yaml_values, vars(args)), vars(args))
+        if cfg.task == "detect":
+            return _train_detector(cfg)
         result = train(cfg)
     if result.metrics.get("world_size", 1) == 1 or _is_rank0():
         print_summary(result, file=sys.stdout)
@@ -61,3 +63,16 @@ def _is_rank0() -> bool:
     import os
 
     return os.environ.get("RANK", "0") == "0"
+
+
+def _train_detector(cfg: Any) -> int:
+    from ftedge.detection.train import train_detector
+
+    result = train_detector(cfg)
+    test = result.metrics["test"]
+    print(
+        f"run {result.run_dir}: test mAP {test['map']:.3f}  AP50 {test['ap50']:.3f}  "
+        f"AP75 {test['ap75']:.3f}  (best epoch {result.metrics['best_epoch']}, "
+        f"{result.metrics['total_seconds']:.0f} s)"
+    )
+    return 0
