@@ -146,13 +146,3 @@ def _cache_option(q: Any, calibration_cache: Path | None) -> dict[str, Any]:
     ):
         return {"calibration_cache_path": str(calibration_cache)}
     return {}
-
-
-def quantizable_nodes(onnx_path: Path) -> list[str]:
-    """Names of the compute nodes whose weights/activations get quantized (Conv, Gemm, ...)."""
-    import onnx
-
-    model = onnx.load(str(onnx_path), load_external_data=False)
-    return [
-        n.name for n in model.graph.node if n.op_type in ("Conv", "Gemm", "MatMul", "ConvTranspose")
-    ]
