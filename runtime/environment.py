@@ -66,6 +66,7 @@ LIBRARIES = (
     "tensorrt-cu12-bindings",
     "cuda-python",
     "cuda-bindings",
+    "nvidia-ml-py",
     "torch",
     "torchvision",
     "timm",
