@@ -15,7 +15,6 @@ when the fastest artifact is less than ``--target`` (default 5) times faster tha
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 from pathlib import Path
@@ -30,7 +29,7 @@ def _key(r: dict[str, Any]) -> tuple[str, str, str]:
     return (r["artifact"], backend_label(r), r["device"])
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("bundle", nargs="?", default="bundles/latest")
     p.add_argument("--batch", default="1,2,4,8,16", help="batch sizes (default 1,2,4,8,16)")
@@ -41,9 +40,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--torch-checkpoint", default=None)
     p.add_argument("--target", type=float, default=5.0, help="required speed-up at batch 1")
     p.add_argument("--json", default="benchmarks/results/inference.json")
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
 
-    batches = tuple(int(b) for b in args.batch.split(","))
+
+def _run_rounds(args: argparse.Namespace, batches: tuple[int, ...]) -> list[dict[str, Any]]:
+    """``--rounds`` full benchmark reports, the job order reversed every other round."""
     opts = BenchmarkOptions(
         batches=batches,
         threads=args.threads,
@@ -57,13 +58,16 @@ def main(argv: list[str] | None = None) -> int:
             plan.jobs.reverse()  # alternate the order so drift does not favour one backend
         print(f"round {rnd + 1}/{args.rounds}: {len(plan.jobs)} jobs", file=sys.stderr)
         reports.append(run_benchmark(plan, progress=lambda m: print(m, file=sys.stderr)))
+    return reports
 
-    # median over rounds of each (artifact, backend, batch) p50 and throughput
+
+def _medians(reports: list[dict[str, Any]]) -> dict[tuple[Any, ...], dict[str, Any]]:
+    """Median over rounds of each (artifact, backend, device, batch) p50 and throughput."""
     by: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
     for rep in reports:
         for r in rep["results"]:
             by.setdefault((*_key(r), r["batch"]), []).append(r)
-    med = {
+    return {
         k: {
             "p50": statistics.median(r["latency_ms"]["p50"] for r in rs),
             "ips": statistics.median(r["throughput_ips"] for r in rs),
@@ -71,75 +75,95 @@ def main(argv: list[str] | None = None) -> int:
         }
         for k, rs in by.items()
     }
+
+
+def _summary(med: dict[tuple[Any, ...], dict[str, Any]], batches: tuple[int, ...]) -> list[dict]:
+    """One row per artifact x backend: batch 1 and best batch, and the ratios to torch eager."""
     keys = list(dict.fromkeys(k[:3] for k in med))
     torch_key = next((k for k in keys if k[1] == "torch"), None)
     if torch_key is None:
         print("no torch eager reference was measured: ratios need it", file=sys.stderr)
 
-    def best(k: tuple[str, str, str]) -> tuple[int, dict[str, Any]]:
+    def best(k: tuple[Any, ...]) -> tuple[int, dict[str, Any]]:
         cands = [(b, med[(*k, b)]) for b in batches if (*k, b) in med]
         return max(cands, key=lambda c: c[1]["ips"])
 
-    env = reports[0]["environment"]
-    print(
-        f"\nmachine: {machine_label(env)}; threads: {args.threads or 'library default'}; "
-        f"rounds: {args.rounds} (medians)\n"
-    )
-    head = (
-        "| artifact | backend | precision | accuracy | p50 b1 ms | vs torch b1 | best batch | "
-        "ms/img at best | img/s at best | vs torch best |"
-    )
-    print(head)
-    print("|" + "---|" * 10)
     t1 = med.get((*torch_key, 1)) if torch_key else None
     tb = best(torch_key)[1] if torch_key else None
     rows = []
     for k in keys:
         b1 = med.get((*k, 1))
         bb, mb = best(k)
-        r = mb["r"]
-        acc = r.get("accuracy")
-        s1 = t1["p50"] / b1["p50"] if (t1 and b1) else None
-        sb = mb["ips"] / tb["ips"] if tb else None
         rows.append(
             {
                 "artifact": k[0],
                 "backend": k[1],
                 "device": k[2],
-                "accuracy": acc,
+                "precision": precision_label(mb["r"]),
+                "accuracy": mb["r"].get("accuracy"),
                 "p50_b1_ms": b1["p50"] if b1 else None,
-                "speedup_b1": s1,
+                "speedup_b1": t1["p50"] / b1["p50"] if (t1 and b1) else None,
                 "best_batch": bb,
                 "ms_per_image_best": 1000.0 / mb["ips"],
                 "ips_best": mb["ips"],
-                "speedup_best": sb,
+                "speedup_best": mb["ips"] / tb["ips"] if tb else None,
             }
         )
+    return rows
+
+
+def _print_table(rows: list[dict[str, Any]]) -> None:
+    print(
+        "| artifact | backend | precision | accuracy | p50 b1 ms | vs torch b1 | best batch | "
+        "ms/img at best | img/s at best | vs torch best |"
+    )
+    print("|" + "---|" * 10)
+    for row in rows:
+        acc, p50, s1, sb = (row[k] for k in ("accuracy", "p50_b1_ms", "speedup_b1", "speedup_best"))
         cells = [
-            k[0],
-            k[1],
-            precision_label(r),
+            row["artifact"],
+            row["backend"],
+            row["precision"],
             "-" if acc is None else f"{100 * acc:.2f}%",
-            "-" if not b1 else f"{b1['p50']:.3f}",
+            "-" if p50 is None else f"{p50:.3f}",
             "-" if s1 is None else f"{s1:.2f}x",
-            str(bb),
-            f"{1000.0 / mb['ips']:.3f}",
-            f"{mb['ips']:.1f}",
+            str(row["best_batch"]),
+            f"{row['ms_per_image_best']:.3f}",
+            f"{row['ips_best']:.1f}",
             "-" if sb is None else f"{sb:.2f}x",
         ]
         print("| " + " | ".join(cells) + " |")
+
+
+def _meets_target(rows: list[dict[str, Any]], target: float) -> bool:
+    """Print the fastest non-torch row at batch 1; whether it is ``target`` times torch."""
     others = [row for row in rows if row["backend"] != "torch" and row["speedup_b1"]]
-    ok = True
-    if others:
-        fastest = max(others, key=lambda row: row["speedup_b1"])
-        ok = fastest["speedup_b1"] >= args.target
-        acc = fastest["accuracy"]
-        print(
-            f"\nfastest at batch 1: {fastest['artifact']} on {fastest['backend']}: "
-            f"{fastest['p50_b1_ms']:.3f} ms, {fastest['speedup_b1']:.2f}x torch eager "
-            f"(target {args.target:.0f}x: {'PASS' if ok else 'FAIL'}), accuracy "
-            f"{'-' if acc is None else f'{100 * acc:.2f}%'}"
-        )
+    if not others:
+        return True
+    fastest = max(others, key=lambda row: row["speedup_b1"])
+    ok = bool(fastest["speedup_b1"] >= target)
+    acc = fastest["accuracy"]
+    print(
+        f"\nfastest at batch 1: {fastest['artifact']} on {fastest['backend']}: "
+        f"{fastest['p50_b1_ms']:.3f} ms, {fastest['speedup_b1']:.2f}x torch eager "
+        f"(target {target:.0f}x: {'PASS' if ok else 'FAIL'}), accuracy "
+        f"{'-' if acc is None else f'{100 * acc:.2f}%'}"
+    )
+    return ok
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse_args(argv)
+    batches = tuple(int(b) for b in args.batch.split(","))
+    reports = _run_rounds(args, batches)
+    rows = _summary(_medians(reports), batches)
+    env = reports[0]["environment"]
+    print(
+        f"\nmachine: {machine_label(env)}; threads: {args.threads or 'library default'}; "
+        f"rounds: {args.rounds} (medians)\n"
+    )
+    _print_table(rows)
+    ok = _meets_target(rows, args.target)
     out = {
         "schema_version": 1,
         "kind": "ftedge-inference-benchmark",
@@ -153,7 +177,6 @@ def main(argv: list[str] | None = None) -> int:
         # the last round alone is a regular `ftedge benchmark --json` report (for --compare)
         write_json(reports[-1], Path(args.json).with_suffix(".report.json"))
         print(f"wrote {args.json}", file=sys.stderr)
-    json.dumps(out, default=str)
     return 0 if ok else 1
 
 

@@ -16,7 +16,6 @@ medians of each side's medians are compared. Exits 1 when ``ftedge / benchmark_a
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import shutil
 import statistics
@@ -107,7 +106,7 @@ def ftedge_median(
     return float(r["latency_ms"]["p50"]), r
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("model", nargs="?", default="bundles/latest", help="bundle dir or .xml")
     p.add_argument("--batch", type=int, default=1)
@@ -117,68 +116,60 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--precision", choices=["default", "f32", "both"], default="both")
     p.add_argument("--tolerance", type=float, default=0.15)
     p.add_argument("--json", default="benchmarks/results/openvino_referee.json")
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
 
-    xml = find_ir(args.model).resolve()
+
+def static_shape(xml: Path, batch: int) -> list[int]:
+    """The IR's input shape with ``batch`` (and every other dynamic dimension) filled in."""
     from ftedge.runtime.runners.openvino import OpenVinoRunner
 
     meta = next(iter(OpenVinoRunner(str(xml)).input_metadata().values()))
     shape = [
-        args.batch if (i == 0 or not isinstance(d, int) or d < 0) else d
+        batch if (i == 0 or not isinstance(d, int) or d < 0) else d
         for i, d in enumerate(meta.shape)
     ]
     if any(d < 1 for d in shape):
         raise FtedgeError(f"cannot make a static shape from {meta.shape}")
-    choices: dict[str, list[str | None]] = {
-        "default": [None],
-        "f32": ["f32"],
-        "both": [None, "f32"],
+    return shape
+
+
+def referee(xml: Path, shape: list[int], prec: str | None, args: argparse.Namespace) -> dict:
+    """``--rounds`` alternating runs of both sides at one precision hint, and the verdict."""
+    ours: list[float] = []
+    theirs: list[float] = []
+    inner: list[float] = []
+    exec_prec = None
+    cmd = ""
+    for _ in range(args.rounds):
+        v, r = ftedge_median(xml, args.batch, args.seconds, prec, args.threads)
+        ours.append(v)
+        if r.get("backend_latency_ms"):
+            inner.append(float(r["backend_latency_ms"]["p50"]))
+        exec_prec = r.get("execution_precision")
+        t, cmd = benchmark_app_median(xml, shape, args.seconds, prec, args.threads)
+        theirs.append(t)
+    a, b = statistics.median(ours), statistics.median(theirs)
+    c = statistics.median(inner) if inner else None
+    return {
+        "precision_hint": prec or "default",
+        "execution_precision": exec_prec,
+        "ftedge_p50_ms": a,
+        "benchmark_app_median_ms": b,
+        "ratio": a / b,
+        "ftedge_backend_p50_ms": c,
+        "backend_ratio": c / b if c else None,
+        "ftedge_backend_runs_ms": inner,
+        "agree": 1 / (1 + args.tolerance) <= a / b <= 1 + args.tolerance,
+        "ftedge_runs_ms": ours,
+        "benchmark_app_runs_ms": theirs,
+        "benchmark_app_command": cmd,
     }
-    precisions = choices[args.precision]
-    rows = []
-    ok = True
-    for prec in precisions:
-        ours: list[float] = []
-        theirs: list[float] = []
-        exec_prec = None
-        cmd = ""
-        inner: list[float] = []
-        for _ in range(args.rounds):
-            v, r = ftedge_median(xml, args.batch, args.seconds, prec, args.threads)
-            ours.append(v)
-            if r.get("backend_latency_ms"):
-                inner.append(float(r["backend_latency_ms"]["p50"]))
-            exec_prec = r.get("execution_precision")
-            t, cmd = benchmark_app_median(xml, shape, args.seconds, prec, args.threads)
-            theirs.append(t)
-        a, b = statistics.median(ours), statistics.median(theirs)
-        ratio = a / b
-        agree = 1 / (1 + args.tolerance) <= ratio <= 1 + args.tolerance
-        ok &= agree
-        c = statistics.median(inner) if inner else None
-        rows.append(
-            {
-                "precision_hint": prec or "default",
-                "execution_precision": exec_prec,
-                "ftedge_p50_ms": a,
-                "benchmark_app_median_ms": b,
-                "ratio": ratio,
-                "ftedge_backend_p50_ms": c,
-                "backend_ratio": c / b if c else None,
-                "ftedge_backend_runs_ms": inner,
-                "agree": agree,
-                "ftedge_runs_ms": ours,
-                "benchmark_app_runs_ms": theirs,
-                "benchmark_app_command": cmd,
-            }
-        )
-    print(
-        f"model: {xml}  shape: {shape}  threads: {args.threads or 'default'}  "
-        f"rounds: {args.rounds} x {args.seconds:.0f} s per side, alternating"
-    )
+
+
+def print_rows(rows: list[dict[str, Any]], tolerance: float) -> None:
     print(
         "| precision hint | runs in | ftedge p50 ms | benchmark_app median ms | ratio | within "
-        f"{100 * args.tolerance:.0f}% | ftedge backend-side p50 ms | its ratio |"
+        f"{100 * tolerance:.0f}% | ftedge backend-side p50 ms | its ratio |"
     )
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
@@ -190,6 +181,19 @@ def main(argv: list[str] | None = None) -> int:
             f"{'-' if inner_ms is None else f'{inner_ms:.3f}'} | "
             f"{'-' if inner_ratio is None else f'{inner_ratio:.3f}'} |"
         )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse_args(argv)
+    xml = find_ir(args.model).resolve()
+    shape = static_shape(xml, args.batch)
+    precisions = {"default": [None], "f32": ["f32"], "both": [None, "f32"]}[args.precision]
+    rows = [referee(xml, shape, prec, args) for prec in precisions]
+    print(
+        f"model: {xml}  shape: {shape}  threads: {args.threads or 'default'}  "
+        f"rounds: {args.rounds} x {args.seconds:.0f} s per side, alternating"
+    )
+    print_rows(rows, args.tolerance)
     if args.json:
         from ftedge.runtime.environment import capture_environment
         from ftedge.runtime.report import write_json
@@ -206,8 +210,7 @@ def main(argv: list[str] | None = None) -> int:
             },
             args.json,
         )
-    json.dumps(rows)
-    return 0 if ok else 1
+    return 0 if all(r["agree"] for r in rows) else 1
 
 
 if __name__ == "__main__":

@@ -77,8 +77,8 @@ def load_crops(
 class CalibrationSet:
     """Preprocessed calibration images (NCHW float32), iterable in batches.
 
-    ``as_nncf()`` wraps it as an ``nncf.Dataset``; ``batches(b)`` feeds onnxruntime's
-    calibration reader; ``samples`` is what the manifest records.
+    ``batches(b)`` feeds onnxruntime's calibration reader and ``nncf.Dataset``; ``samples`` is
+    what the manifest records.
     """
 
     samples: list[tuple[str, int]]
@@ -92,11 +92,6 @@ class CalibrationSet:
     def batches(self, batch_size: int = 32) -> Iterator[np.ndarray]:
         for i in range(0, len(self.images), batch_size):
             yield self.images[i : i + batch_size]
-
-    def as_nncf(self, batch_size: int = 1) -> Any:
-        import nncf
-
-        return nncf.Dataset(list(self.batches(batch_size)))
 
     @classmethod
     def from_samples(

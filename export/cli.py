@@ -41,6 +41,14 @@ def add_parser(subparsers: Any) -> None:
         ),
     )
     p.add_argument("source", nargs="?", default="runs/latest", metavar="RUN_DIR_OR_BUNDLE")
+    _add_selection_options(p)
+    _add_calibration_options(p)
+    _add_artifact_options(p)
+    _add_output_options(p)
+
+
+def _add_selection_options(p: argparse.ArgumentParser) -> None:
+    """Which formats and precisions to make."""
     p.add_argument(
         "--formats",
         type=_csv,
@@ -53,6 +61,10 @@ def add_parser(subparsers: Any) -> None:
         default=("fp32", "int8"),
         help="comma list of fp32,fp16,int8 (default fp32,int8; fp16: openvino/tensorrt)",
     )
+
+
+def _add_calibration_options(p: argparse.ArgumentParser) -> None:
+    """INT8 calibration data and method."""
     p.add_argument(
         "--calib-images",
         type=int,
@@ -67,6 +79,10 @@ def add_parser(subparsers: Any) -> None:
         choices=["minmax", "entropy", "percentile"],
         help="ONNX INT8 calibration method (default minmax)",
     )
+
+
+def _add_artifact_options(p: argparse.ArgumentParser) -> None:
+    """What the artifacts look like: TensorRT profile, inputs, outputs, accuracy budget."""
     p.add_argument(
         "--batch-range",
         type=_batch_range,
@@ -92,6 +108,10 @@ def add_parser(subparsers: Any) -> None:
         metavar="POINTS",
         help="INT8/FP16 accuracy budget vs PyTorch in points (default 1.0)",
     )
+
+
+def _add_output_options(p: argparse.ArgumentParser) -> None:
+    """Where the bundle and the summary go; ``--check`` instead of exporting."""
     p.add_argument("--out", default=None, help="bundle directory (default bundles/<run name>)")
     p.add_argument(
         "--check",

@@ -86,7 +86,6 @@ def quantize_qdq(
         "entropy": q.CalibrationMethod.Entropy,
         "percentile": q.CalibrationMethod.Percentile,
     }
-    act = q.QuantType.QUInt8 if activation_type == "uint8" else q.QuantType.QInt8
     extra = {
         "ActivationSymmetric": bool(symmetric_activations),
         "WeightSymmetric": True,
@@ -94,28 +93,10 @@ def quantize_qdq(
         "CalibPercentile": 99.999,
         "CalibNumBins": 2048,
     }
+    act = q.QuantType.QUInt8 if activation_type == "uint8" else q.QuantType.QInt8
     with tempfile.TemporaryDirectory(prefix="ftedge-q-") as tmp:
-        prepped = Path(tmp) / "prepped.onnx"
-        try:
-            # Shape inference first (onnxruntime's recommended pre-step). No graph optimisation:
-            # it would rename nodes, and exclude_nodes must name the FP32 graph's nodes.
-            q.quant_pre_process(
-                str(fp32_onnx), str(prepped), skip_optimization=True, skip_symbolic_shape=True
-            )
-            src = prepped
-        except Exception:  # pre-processing is an optimisation: quantize the original instead
-            src = fp32_onnx
-        # Equal-sized batches: the histogram methods stack per-batch outputs and fail on a
-        # short last batch.
-        n = len(calib)
-        bs = max(d for d in range(1, min(batch_size, n) + 1) if n % d == 0)
-        reader = _Reader(getattr(calib, "input_name", "input"), calib.batches(bs))
-        kwargs: dict[str, Any] = {}
-        if (
-            calibration_cache is not None
-            and "calibration_cache_path" in inspect.signature(q.quantize_static).parameters
-        ):
-            kwargs["calibration_cache_path"] = str(calibration_cache)
+        src = _pre_process(q, fp32_onnx, Path(tmp) / "prepped.onnx")
+        reader = _reader(calib, batch_size)
         try:
             q.quantize_static(
                 str(src),
@@ -128,7 +109,7 @@ def quantize_qdq(
                 calibrate_method=methods[method],
                 nodes_to_exclude=list(exclude_nodes),
                 extra_options=extra,
-                **kwargs,
+                **_cache_option(q, calibration_cache),
             )
         except Exception as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
@@ -136,11 +117,32 @@ def quantize_qdq(
     return out_path
 
 
-def quantizable_nodes(onnx_path: Path) -> list[str]:
-    """Names of the compute nodes whose weights/activations get quantized (Conv, Gemm, ...)."""
-    import onnx
+def _pre_process(q: Any, fp32_onnx: Path, prepped: Path) -> Path:
+    """Shape inference first (onnxruntime's recommended pre-step); the original on failure."""
+    try:
+        # No graph optimisation: it would rename nodes, and exclude_nodes must name the FP32
+        # graph's nodes.
+        q.quant_pre_process(
+            str(fp32_onnx), str(prepped), skip_optimization=True, skip_symbolic_shape=True
+        )
+    except Exception:  # pre-processing is an optimisation: quantize the original instead
+        return fp32_onnx
+    return prepped
 
-    model = onnx.load(str(onnx_path), load_external_data=False)
-    return [
-        n.name for n in model.graph.node if n.op_type in ("Conv", "Gemm", "MatMul", "ConvTranspose")
-    ]
+
+def _reader(calib: Any, batch_size: int) -> _Reader:
+    # Equal-sized batches: the histogram methods stack per-batch outputs and fail on a short
+    # last batch.
+    n = len(calib)
+    bs = max(d for d in range(1, min(batch_size, n) + 1) if n % d == 0)
+    return _Reader(getattr(calib, "input_name", "input"), calib.batches(bs))
+
+
+def _cache_option(q: Any, calibration_cache: Path | None) -> dict[str, Any]:
+    """``calibration_cache_path`` where this onnxruntime has it (>= 1.22)."""
+    if (
+        calibration_cache is not None
+        and "calibration_cache_path" in inspect.signature(q.quantize_static).parameters
+    ):
+        return {"calibration_cache_path": str(calibration_cache)}
+    return {}

@@ -78,28 +78,29 @@ def rank_sensitive_nodes(
     import onnx
 
     graph = onnx.load(str(fp32_onnx), load_external_data=False).graph
-    inits = {i.name for i in graph.initializer}
-    producer: dict[str, str] = {}
-    tensors: list[str] = []
-    for node in graph.node:
-        for o in node.output:
-            if o:
-                producer[o] = node.name
-                tensors.append(o)
+    producer = {o: node.name for node in graph.node for o in node.output if o}
     int8_graph = onnx.load(str(int8_onnx), load_external_data=False).graph
     int8_tensors = {o for n in int8_graph.node for o in n.output}
     int8_nodes = {n.name for n in int8_graph.node}
-    measured = [t for t in tensors if t in int8_tensors]
+    measured = [t for t in producer if t in int8_tensors]
     # The quantizer drops a Clip/Relu after a Conv (the Q/DQ range does the clipping), leaving
     # the activation's output name on the raw conv output: clip it here before comparing.
     bounds = {
         t: b for t, b in _activation_bounds(graph).items() if producer.get(t) not in int8_nodes
     }
-    consumers: dict[str, list[Any]] = {}
-    for node in graph.node:
-        for i in node.input:
-            consumers.setdefault(i, []).append(node)
+    nsr = _noise_to_signal(fp32_onnx, int8_onnx, measured, bounds, batches, input_name)
+    return _added_error(graph, nsr, bounds, op_types)
 
+
+def _noise_to_signal(
+    fp32_onnx: Path,
+    int8_onnx: Path,
+    measured: list[str],
+    bounds: dict[str, tuple[float, float]],
+    batches: Iterable[np.ndarray],
+    input_name: str,
+) -> dict[str, float]:
+    """``||int8 - fp32||^2 / ||fp32||^2`` per tensor, accumulated over ``batches``."""
     s_fp = _session(_with_outputs(fp32_onnx, measured), optimize=True)
     s_q = _session(_with_outputs(int8_onnx, measured), optimize=False)
     noise = dict.fromkeys(measured, 0.0)
@@ -120,8 +121,21 @@ def rank_sensitive_nodes(
             ra64 = ra.astype(np.float64)
             noise[t] += float(np.sum((rb.astype(np.float64) - ra64) ** 2))
             signal[t] += float(np.sum(ra64**2))
-    nsr = {t: noise[t] / signal[t] if signal[t] > 0 else 0.0 for t in measured}
+    return {t: noise[t] / signal[t] if signal[t] > 0 else 0.0 for t in measured}
 
+
+def _added_error(
+    graph: Any,
+    nsr: dict[str, float],
+    bounds: dict[str, tuple[float, float]],
+    op_types: tuple[str, ...],
+) -> list[tuple[str, float]]:
+    """Per node: its output's ratio minus the largest among its inputs; largest first."""
+    inits = {i.name for i in graph.initializer}
+    consumers: dict[str, list[Any]] = {}
+    for node in graph.node:
+        for i in node.input:
+            consumers.setdefault(i, []).append(node)
     ranked = []
     for node in graph.node:
         if node.op_type not in op_types or not node.output:

@@ -33,7 +33,6 @@ This module is the public face of the step; the work is split by responsibility:
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +64,7 @@ from ftedge.export.trt_recipe import (
     trtexec_command,
 )
 from ftedge.export.trt_step import export_tensorrt
+from ftedge.files import atomic_write_bytes
 
 __all__ = [
     "FP16_MAX",
@@ -96,104 +96,64 @@ FP16_MAX = float(np.finfo(np.float16).max)
 
 
 # -- ONNX inputs: FP16-typed copy and Q/DQ INT8 ------------------------------------------------
-# (op_type, input index) that must stay float32 whatever the model's float type (ONNX spec).
-_FLOAT32_ONLY_INPUTS = {("Resize", 1), ("Resize", 2), ("Upsample", 1)}
-
-
 def convert_fp16_onnx(src: Path, dst: Path) -> dict[str, Any]:
-    """Write an FP16-typed copy of an FP32 ONNX model (onnx + numpy only).
+    """Write an FP16-typed copy of an FP32 ONNX model (``onnxconverter_common.float16``).
 
-    Float32 initializers, Constant values and Cast-to-float become float16; graph inputs and
-    outputs stay float32 through Cast nodes, so callers feed and read float32 exactly as with
-    the FP32 model (and the TensorRT 11 strongly typed engine has the same I/O). Weights beyond
-    the float16 range are clipped (counted in the returned stats). Models with subgraphs
-    (If/Loop) are refused: image classifiers have none.
+    Float32 weights and constants become float16; graph inputs and outputs stay float32 through
+    Cast nodes (``keep_io_types``), so callers feed and read float32 exactly as with the FP32
+    model (and the TensorRT 11 strongly typed engine has the same I/O). Weights beyond the
+    float16 range are clipped (counted in the returned stats).
     """
+    import warnings
+
     import onnx
-    from onnx import TensorProto, helper, numpy_helper
 
-    model = onnx.load(str(src))
-    g = model.graph
-    if any(
-        a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
-        for n in g.node
-        for a in n.attribute
-    ):
-        raise FtedgeError(f"{src.name}: FP16 conversion does not handle subgraphs (If/Loop)")
-    keep32 = {
-        n.input[i]
-        for n in g.node
-        for (op, i) in _FLOAT32_ONLY_INPUTS
-        if n.op_type == op and len(n.input) > i
-    }
-    clipped = 0
-
-    def to16(arr: np.ndarray) -> np.ndarray:
-        nonlocal clipped
-        clipped += int(np.count_nonzero(np.abs(arr) > FP16_MAX))
-        out: np.ndarray = np.clip(arr, -FP16_MAX, FP16_MAX).astype(np.float16)
-        return out
-
-    converted = 0
-    for i, init in enumerate(g.initializer):
-        if init.data_type == TensorProto.FLOAT and init.name not in keep32:
-            g.initializer[i].CopyFrom(
-                numpy_helper.from_array(to16(numpy_helper.to_array(init)), init.name)
-            )
-            converted += 1
-    for n in g.node:
-        for a in n.attribute:
-            if (
-                n.op_type in ("Constant", "ConstantOfShape")
-                and a.name == "value"
-                and a.t.data_type == TensorProto.FLOAT
-            ):
-                if n.op_type == "Constant" and n.output[0] in keep32:
-                    continue
-                a.t.CopyFrom(numpy_helper.from_array(to16(numpy_helper.to_array(a.t)), a.t.name))
-            elif n.op_type == "Cast" and a.name == "to" and a.i == TensorProto.FLOAT:
-                a.i = TensorProto.FLOAT16
-    init_names = {i.name for i in g.initializer}
-    new_nodes = []
-    for inp in g.input:
-        if inp.name in init_names or inp.type.tensor_type.elem_type != TensorProto.FLOAT:
-            continue
-        cast_out = f"{inp.name}__fp16"
-        for n in g.node:
-            for k, name in enumerate(n.input):
-                if name == inp.name:
-                    n.input[k] = cast_out
-        new_nodes.append(
-            helper.make_node(
-                "Cast", [inp.name], [cast_out], to=TensorProto.FLOAT16, name=f"{inp.name}__to_fp16"
-            )
+    try:
+        from onnxconverter_common.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
+    except ImportError:
+        raise FtedgeError(
+            "onnxconverter-common is not installed (it makes the FP16 ONNX for TensorRT): "
+            "pip install onnxconverter-common"
+        ) from None
+    fp32 = onnx.load(str(src))
+    with warnings.catch_warnings():
+        # It warns once per clipped value; the count is returned instead.
+        warnings.simplefilter("ignore", UserWarning)
+        fp16 = convert_float_to_float16(
+            onnx.load(str(src)),  # converted in place: a second copy
+            # 0 keeps tiny weights as float16 rounds them (the default lifts them to 1e-7);
+            # clipping at the float16 maximum, not the default 1e4, keeps every finite weight.
+            min_positive_val=0.0,
+            max_finite_val=FP16_MAX,
+            keep_io_types=True,
+            # The converter types a Cast-to-float's output float16 but leaves the Cast
+            # emitting float32 (onnxruntime refuses the model): run such Casts in float32.
+            op_block_list=[*DEFAULT_OP_BLOCK_LIST, "Cast"],
         )
-    tail = []
-    for out in g.output:
-        if out.type.tensor_type.elem_type != TensorProto.FLOAT:
-            continue
-        inner = f"{out.name}__fp16"
-        for n in g.node:
-            for k, name in enumerate(n.output):
-                if name == out.name:
-                    n.output[k] = inner
-            for k, name in enumerate(n.input):
-                if name == out.name:  # an output also consumed inside the graph
-                    n.input[k] = inner
-        tail.append(
-            helper.make_node(
-                "Cast", [inner], [out.name], to=TensorProto.FLOAT, name=f"{out.name}__to_fp32"
-            )
-        )
-    nodes = new_nodes + list(g.node) + tail
-    del g.node[:]
-    g.node.extend(nodes)
-    # Intermediate type annotations still say float32: drop them, consumers re-infer.
-    del g.value_info[:]
-    model.metadata_props.append(onnx.StringStringEntryProto(key="ftedge.precision", value="fp16"))
-    onnx.checker.check_model(model)
+    fp16.metadata_props.append(onnx.StringStringEntryProto(key="ftedge.precision", value="fp16"))
+    onnx.checker.check_model(fp16)
     dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(dst.name + ".tmp")
-    onnx.save(model, str(tmp))
-    os.replace(tmp, dst)
-    return {"initializers_fp16": converted, "clipped_values": clipped}
+    atomic_write_bytes(dst, fp16.SerializeToString())
+    return _fp16_stats(fp32, fp16)
+
+
+def _fp16_stats(fp32: Any, fp16: Any) -> dict[str, int]:
+    """Initializers made float16, and float32 weight values beyond the float16 range."""
+    from onnx import TensorProto, numpy_helper
+
+    now16 = {i.name for i in fp16.graph.initializer if i.data_type == TensorProto.FLOAT16}
+    tensors = [
+        i for i in fp32.graph.initializer if i.data_type == TensorProto.FLOAT and i.name in now16
+    ]
+    constants = [
+        a.t
+        for n in fp32.graph.node
+        if n.op_type in ("Constant", "ConstantOfShape")
+        for a in n.attribute
+        if a.name == "value" and a.t.data_type == TensorProto.FLOAT
+    ]
+    clipped = sum(
+        int(np.count_nonzero(np.abs(numpy_helper.to_array(t)) > FP16_MAX))
+        for t in [*tensors, *constants]
+    )
+    return {"initializers_fp16": len(tensors), "clipped_values": clipped}

@@ -39,6 +39,17 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         ),
     )
     p.add_argument("bundle", nargs="?", help="bundle directory (default: bundles/latest)")
+    _add_input_options(p)
+    _add_run_options(p)
+    _add_timing_options(p)
+    _add_output_options(p)
+    _add_accuracy_options(p)
+    _add_execution_options(p)
+    return p
+
+
+def _add_input_options(p: argparse.ArgumentParser) -> None:
+    """What to measure instead of a bundle: a bare model, or earlier results to merge."""
     p.add_argument("--model", help="benchmark a bare model file (.onnx, .xml, .plan/.engine)")
     p.add_argument(
         "--compare",
@@ -46,6 +57,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         metavar="JSON",
         help="merge --json files from several machines into one table/plot",
     )
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    """Batch sizes, threads, backends, device and mode."""
     p.add_argument("--batch", type=_int_list, default=(1,), help="batch sizes, e.g. 1,2,4,8,16")
     p.add_argument("--threads", type=int, help="intra-op threads per backend (default: library's)")
     p.add_argument(
@@ -58,15 +73,27 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         default="compute",
         help="compute-only (input in place) or end-to-end (decode, preprocess, infer, top-k)",
     )
+
+
+def _add_timing_options(p: argparse.ArgumentParser) -> None:
+    """How long to warm up and to time."""
     p.add_argument("--min-iters", type=int, default=50, help="timed iterations, at least")
     p.add_argument("--min-seconds", type=float, default=2.0, help="timed seconds, at least")
     p.add_argument("--warmup-iters", type=int, default=10, help="warm-up iterations, at least")
     p.add_argument("--warmup-seconds", type=float, default=0.5, help="warm-up seconds, at least")
+
+
+def _add_output_options(p: argparse.ArgumentParser) -> None:
+    """Files written besides the printed table."""
     p.add_argument("--json", help="write the results (schema in docs/benchmark.md) to this file")
     p.add_argument("--csv", help="write one CSV row per result to this file")
     p.add_argument(
         "--plot", metavar="DIR", help="write latency_vs_batch.png, accuracy_vs_latency.png"
     )
+
+
+def _add_accuracy_options(p: argparse.ArgumentParser) -> None:
+    """Accuracy, the PyTorch reference, and the images end-to-end mode reads."""
     p.add_argument("--no-accuracy", action="store_true", help="leave accuracy out")
     p.add_argument(
         "--measure-accuracy",
@@ -77,6 +104,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch eager reference")
     p.add_argument("--torch-checkpoint", help="run dir/checkpoint for the PyTorch reference")
     p.add_argument("--images", help="folder of images for end-to-end mode (default: test split)")
+
+
+def _add_execution_options(p: argparse.ArgumentParser) -> None:
+    """Power source, backend tuning, process isolation and progress output."""
     p.add_argument(
         "--power",
         choices=["auto", "sysfs", "tegrastats", "none"],
@@ -96,7 +127,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="run every backend in this process (debugging; backends can disturb each other)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
-    return p
 
 
 def _image_files(folder: str) -> list[str]:

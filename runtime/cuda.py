@@ -1,10 +1,10 @@
 """Minimal CUDA runtime helpers for the TensorRT runner and builder: no torch, no pycuda.
 
 Everything a TensorRT engine needs from CUDA fits in a dozen calls: device memory, async copies
-on a stream, stream synchronisation, events, and CUDA graph capture/replay. They come from
+on a stream, stream synchronisation, and CUDA graph capture/replay. They come from
 cuda-python (``cuda.bindings.runtime`` in cuda-python >= 12.6, ``cuda.cudart`` before that;
 ``pip install 'ftedge[tensorrt]'``) or, when cuda-python is missing (a bare JetPack image), from
-``libcudart.so`` through ctypes. Handles (pointers, streams, graphs, events) are plain ``int``.
+``libcudart.so`` through ctypes. Handles (pointers, streams, graphs) are plain ``int``.
 
     cuda = load_cuda()                  # FtedgeError when neither backend or no GPU is usable
     ptr = cuda.malloc(x.nbytes)
@@ -101,21 +101,6 @@ class CudaRuntime:
     def graph_destroy(self, graph: int, graph_exec: int) -> None:
         raise NotImplementedError
 
-    def event_create(self) -> int:
-        raise NotImplementedError
-
-    def event_record(self, event: int, stream: int) -> None:
-        raise NotImplementedError
-
-    def event_synchronize(self, event: int) -> None:
-        raise NotImplementedError
-
-    def event_elapsed_ms(self, start: int, end: int) -> float:
-        raise NotImplementedError
-
-    def event_destroy(self, event: int) -> None:
-        raise NotImplementedError
-
     # -- numpy conveniences -------------------------------------------------------------------
     def memcpy_htod_async(self, dst: int, host: np.ndarray, stream: int) -> None:
         """Copy a C-contiguous host array to device memory ``dst`` (async on ``stream``)."""
@@ -198,21 +183,6 @@ class _BindingsRuntime(CudaRuntime):
     def graph_destroy(self, graph: int, graph_exec: int) -> None:
         self._call("cudaGraphExecDestroy", graph_exec)
         self._call("cudaGraphDestroy", graph)
-
-    def event_create(self) -> int:
-        return int(self._call("cudaEventCreate"))
-
-    def event_record(self, event: int, stream: int) -> None:
-        self._call("cudaEventRecord", event, stream)
-
-    def event_synchronize(self, event: int) -> None:
-        self._call("cudaEventSynchronize", event)
-
-    def event_elapsed_ms(self, start: int, end: int) -> float:
-        return float(self._call("cudaEventElapsedTime", start, end))
-
-    def event_destroy(self, event: int) -> None:
-        self._call("cudaEventDestroy", event)
 
 
 # -- ctypes libcudart -------------------------------------------------------------------------
@@ -328,25 +298,6 @@ class _CtypesRuntime(CudaRuntime):
     def graph_destroy(self, graph: int, graph_exec: int) -> None:
         self._check("cudaGraphExecDestroy", ctypes.c_void_p(graph_exec))
         self._check("cudaGraphDestroy", ctypes.c_void_p(graph))
-
-    def event_create(self) -> int:
-        return int(self._out("cudaEventCreate", ctypes.c_void_p) or 0)
-
-    def event_record(self, event: int, stream: int) -> None:
-        self._check("cudaEventRecord", ctypes.c_void_p(event), ctypes.c_void_p(stream))
-
-    def event_synchronize(self, event: int) -> None:
-        self._check("cudaEventSynchronize", ctypes.c_void_p(event))
-
-    def event_elapsed_ms(self, start: int, end: int) -> float:
-        ms = ctypes.c_float()
-        self._check(
-            "cudaEventElapsedTime", ctypes.byref(ms), ctypes.c_void_p(start), ctypes.c_void_p(end)
-        )
-        return float(ms.value)
-
-    def event_destroy(self, event: int) -> None:
-        self._check("cudaEventDestroy", ctypes.c_void_p(event))
 
 
 def _import_bindings() -> Any:

@@ -3,10 +3,15 @@
 Every probe is tolerant of absence (a missing file or tool gives ``None``), imports nothing heavy
 (library versions come from ``importlib.metadata``, never from importing torch or TensorRT) and
 each parser is a pure function of a string so it is unit-tested on fixture text.
+
+GPU facts come from NVML (``nvidia-ml-py``, imported only when probed) where an NVIDIA driver
+is present, else from ``nvidia-smi``; a Jetson has no NVML and is described by its device tree,
+L4T release, nvpmodel and clocks (``jetson_info``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import os
 import platform
@@ -15,9 +20,10 @@ import shutil
 import socket
 import subprocess
 import sys
+from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 #: CPU flags that decide which kernels inference libraries pick (x86 and Arm).
 INTERESTING_FLAGS = (
@@ -60,6 +66,7 @@ LIBRARIES = (
     "tensorrt-cu12-bindings",
     "cuda-python",
     "cuda-bindings",
+    "nvidia-ml-py",
     "torch",
     "torchvision",
     "timm",
@@ -140,19 +147,32 @@ def parse_jetson_clocks(text: str) -> dict[str, Any]:
     return out
 
 
-def parse_nvidia_smi(text: str) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class GpuFacts:
+    """One NVIDIA GPU: name, driver, total memory, compute capability and (NVML) power."""
+
+    name: str
+    driver: str
+    memory: str | None  # total, e.g. "81559 MiB"
+    compute_capability: str | None  # e.g. "9.0"
+    power_w: float | None = None  # draw when captured
+    power_limit_w: float | None = None
+    source: Literal["nvml", "nvidia-smi"] = "nvidia-smi"
+
+
+def parse_nvidia_smi(text: str) -> list[GpuFacts]:
     """``nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --format=csv,noheader``."""
     gpus = []
     for line in text.strip().splitlines():
         parts = [p.strip() for p in line.split(",")]
         if len(parts) >= 2 and parts[0]:
             gpus.append(
-                {
-                    "name": parts[0],
-                    "driver": parts[1],
-                    "memory": parts[2] if len(parts) > 2 else None,
-                    "compute_capability": parts[3] if len(parts) > 3 else None,
-                }
+                GpuFacts(
+                    name=parts[0],
+                    driver=parts[1],
+                    memory=parts[2] if len(parts) > 2 else None,
+                    compute_capability=parts[3] if len(parts) > 3 else None,
+                )
             )
     return gpus
 
@@ -204,7 +224,11 @@ def _physical_cores() -> int | None:
     return len(pairs) or None
 
 
-def gpu_info() -> list[dict[str, Any]]:
+def gpu_info() -> list[GpuFacts]:
+    """Every NVIDIA GPU here: NVML when it answers, else ``nvidia-smi``, else none."""
+    gpus = nvml_gpus()
+    if gpus:
+        return gpus
     text = _run(
         [
             "nvidia-smi",
@@ -213,6 +237,54 @@ def gpu_info() -> list[dict[str, Any]]:
         ]
     )
     return parse_nvidia_smi(text) if text else []
+
+
+def nvml_gpus() -> list[GpuFacts] | None:
+    """GPU facts from NVML; None when ``nvidia-ml-py`` or the driver's NVML library is missing
+    (CPU machines, Jetsons) or NVML fails."""
+    try:
+        import pynvml
+    except ImportError:
+        return None
+    try:
+        pynvml.nvmlInit()
+    except (pynvml.NVMLError, OSError):
+        return None
+    try:
+        driver = _text(pynvml.nvmlSystemGetDriverVersion())
+        handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())]
+        return [_nvml_gpu(pynvml, h, driver) for h in handles]
+    except (pynvml.NVMLError, AttributeError, OSError):  # AttributeError: an older nvidia-ml-py
+        return None
+    finally:
+        with contextlib.suppress(pynvml.NVMLError):
+            pynvml.nvmlShutdown()
+
+
+def _nvml_gpu(pynvml: Any, handle: Any, driver: str) -> GpuFacts:
+    major, minor = pynvml.nvmlDeviceGetCudaComputeCapability(handle)
+    return GpuFacts(
+        name=_text(pynvml.nvmlDeviceGetName(handle)),
+        driver=driver,
+        memory=f"{int(pynvml.nvmlDeviceGetMemoryInfo(handle).total) // 2**20} MiB",
+        compute_capability=f"{major}.{minor}",
+        power_w=_nvml_watts(pynvml, pynvml.nvmlDeviceGetPowerUsage, handle),
+        power_limit_w=_nvml_watts(pynvml, pynvml.nvmlDeviceGetEnforcedPowerLimit, handle),
+        source="nvml",
+    )
+
+
+def _nvml_watts(pynvml: Any, query: Any, handle: Any) -> float | None:
+    """A milliwatt NVML query in watts; None where the GPU does not report it."""
+    try:
+        return int(query(handle)) / 1e3
+    except pynvml.NVMLError:
+        return None
+
+
+def _text(value: str | bytes) -> str:
+    # Older nvidia-ml-py releases return names and versions as bytes, newer ones as str.
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def jetson_info() -> dict[str, Any] | None:
@@ -258,7 +330,7 @@ def capture_environment() -> dict[str, Any]:
         "python": sys.version.split()[0],
         "cpu": cpu_info(),
         "libraries": library_versions(),
-        "gpus": gpu_info(),
+        "gpus": [asdict(g) for g in gpu_info()],
         "jetson": jetson_info(),
         "env": {
             k: os.environ[k]

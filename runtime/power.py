@@ -29,7 +29,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,40 +41,8 @@ _SKIP_RAILS = frozenset({"NC", ""})
 # A rail: NAME current[mW]/average[mW] with an optional third /max (JetPack 7). The look-arounds
 # keep "RAM 775/7620MB", "SWAP 0/3810MB" and "IRAM 0/252kB" out (a letter follows the number).
 _RAIL_RE = re.compile(
-    r"(?<![\w@])([A-Za-z][A-Za-z0-9_]*) (\d+)(?:mW)?/(\d+)(?:mW)?(?:/(\d+)(?:mW)?)?(?![\w/])"
+    r"(?<![\w@])([A-Za-z][A-Za-z0-9_]*) (\d+)(?:mW)?/\d+(?:mW)?(?:/\d+(?:mW)?)?(?![\w/])"
 )
-_TIMESTAMP_RE = re.compile(r"^(\d{2}-\d{2}-\d{4} \d{2}:\d{2}:\d{2})\s")
-_RAM_RE = re.compile(r"\bRAM (\d+)/(\d+)MB")
-_CPU_RE = re.compile(r"\bCPU \[([^\]]*)\]")
-_GPU_RE = re.compile(r"\bGR3D_FREQ (\d+)%")
-_TEMP_RE = re.compile(r"(?<![\w])([A-Za-z][A-Za-z0-9_]*)@(-?\d+(?:\.\d+)?)C\b")
-
-
-@dataclass(frozen=True)
-class Rail:
-    """One power rail reading, in milliwatts."""
-
-    name: str
-    current_mw: float
-    average_mw: float | None = None
-    max_mw: float | None = None
-
-
-@dataclass(frozen=True)
-class TegraStats:
-    """One parsed tegrastats line (fields absent from the line are None / empty)."""
-
-    rails: dict[str, Rail]
-    timestamp: str | None = None
-    ram_used_mb: int | None = None
-    ram_total_mb: int | None = None
-    cpu_load_pct: list[int | None] = field(default_factory=list)  # None = core off
-    gpu_load_pct: int | None = None
-    temperatures_c: dict[str, float] = field(default_factory=dict)
-
-    def total_mw(self) -> float | None:
-        """Module power: the input rail, else the sum of the rails (None without rails)."""
-        return total_power_mw({k: r.current_mw for k, r in self.rails.items()})[0]
 
 
 def total_power_mw(rails: dict[str, float]) -> tuple[float | None, str | None]:
@@ -87,36 +55,15 @@ def total_power_mw(rails: dict[str, float]) -> tuple[float | None, str | None]:
     return float(sum(rails.values())), "sum(" + "+".join(rails) + ")"
 
 
-def parse_tegrastats_line(line: str) -> TegraStats | None:
-    """Parse one tegrastats line of any Jetson generation; None when it has no stats at all."""
-    line = line.strip()
-    if not line:
-        return None
-    rails: dict[str, Rail] = {}
-    for name, cur, avg, mx in _RAIL_RE.findall(line):
-        if name in _SKIP_RAILS or name in ("RAM", "SWAP", "IRAM"):
-            continue
-        rails[name] = Rail(name, float(cur), float(avg), float(mx) if mx else None)
-    ram = _RAM_RE.search(line)
-    if not rails and not ram:
-        return None
-    ts = _TIMESTAMP_RE.match(line)
-    cpu = _CPU_RE.search(line)
-    loads: list[int | None] = []
-    if cpu:
-        for core in cpu.group(1).split(","):
-            m = re.match(r"\s*(\d+)%", core)
-            loads.append(int(m.group(1)) if m else None)
-    gpu = _GPU_RE.search(line)
-    return TegraStats(
-        rails=rails,
-        timestamp=ts.group(1) if ts else None,
-        ram_used_mb=int(ram.group(1)) if ram else None,
-        ram_total_mb=int(ram.group(2)) if ram else None,
-        cpu_load_pct=loads,
-        gpu_load_pct=int(gpu.group(1)) if gpu else None,
-        temperatures_c={k: float(v) for k, v in _TEMP_RE.findall(line)},
-    )
+def parse_tegrastats_line(line: str) -> dict[str, float] | None:
+    """The power rails of one tegrastats line of any Jetson generation, as rail name -> current
+    mW (the running average and maximum that follow are not kept); None without rails."""
+    rails = {
+        name: float(current)
+        for name, current in _RAIL_RE.findall(line.strip())
+        if name not in _SKIP_RAILS and name not in ("RAM", "SWAP", "IRAM")
+    }
+    return rails or None
 
 
 # -- sources -----------------------------------------------------------------------------------
@@ -161,10 +108,9 @@ class TegrastatsSource(PowerSource):
         )
         assert self._proc.stdout is not None
         for line in self._proc.stdout:
-            stats = parse_tegrastats_line(line)
-            if stats is None or not stats.rails:
+            rails = parse_tegrastats_line(line)
+            if rails is None:
                 continue
-            rails = {k: r.current_mw for k, r in stats.rails.items()}
             total, how = total_power_mw(rails)
             if total is None:
                 continue

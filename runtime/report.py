@@ -337,19 +337,31 @@ def _series_name(r: dict[str, Any], with_machine: bool) -> str:
     return f"{r['machine']}: {name}" if with_machine else name
 
 
-def write_plots(
-    results: Sequence[dict[str, Any]], out_dir: str | os.PathLike[str], mode: str | None = None
-) -> list[Path]:
-    """``latency_vs_batch.png`` (p50 per image... per batch, one line per artifact/backend) and
-    ``accuracy_vs_latency.png`` (batch 1). Returns the files written."""
+def write_plots(results: Sequence[dict[str, Any]], out_dir: str | os.PathLike[str]) -> list[Path]:
+    """``latency_vs_batch.png`` (p50 per batch, one line per artifact/backend, one panel per
+    mode) and ``accuracy_vs_latency.png`` (smallest batch, first mode). Returns the files."""
     plt = _pyplot()
-    from matplotlib.ticker import FuncFormatter, NullLocator
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     with_machine = any("machine" in r for r in results)
-    modes = [mode] if mode else sorted({r["mode"] for r in results})
+    modes = sorted({r["mode"] for r in results})
     written = []
+    for name, draw in (
+        ("latency_vs_batch.png", _plot_latency_vs_batch),
+        ("accuracy_vs_latency.png", _plot_accuracy_vs_latency),
+    ):
+        fig = draw(plt, results, modes, with_machine)
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=110)
+        plt.close(fig)
+        written.append(out / name)
+    return written
+
+
+def _plot_latency_vs_batch(
+    plt: Any, results: Sequence[dict[str, Any]], modes: list[str], with_machine: bool
+) -> Any:
+    from matplotlib.ticker import FuncFormatter, NullLocator
 
     fig, axes = plt.subplots(1, len(modes), figsize=(7 * len(modes), 5), squeeze=False)
     for ax, m in zip(axes[0], modes, strict=True):
@@ -376,18 +388,17 @@ def write_plots(
         ax.grid(True, which="both", alpha=0.3)
         if series:
             ax.legend(fontsize=7)
-    fig.tight_layout()
-    p = out / "latency_vs_batch.png"
-    fig.savefig(p, dpi=110)
-    plt.close(fig)
-    written.append(p)
+    return fig
 
+
+def _plot_accuracy_vs_latency(
+    plt: Any, results: Sequence[dict[str, Any]], modes: list[str], with_machine: bool
+) -> Any:
+    smallest = min(x["batch"] for x in results)
     acc_pts = [
         r
         for r in results
-        if r["batch"] == min(x["batch"] for x in results)
-        and r["mode"] == modes[0]
-        and r.get("accuracy") is not None
+        if r["batch"] == smallest and r["mode"] == modes[0] and r.get("accuracy") is not None
     ]
     fig, ax = plt.subplots(figsize=(10, 5))
     markers = "osD^vP*Xh<>p"
@@ -406,12 +417,7 @@ def write_plots(
     ax.grid(True, which="both", alpha=0.3)
     if acc_pts:
         ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    fig.tight_layout()
-    p = out / "accuracy_vs_latency.png"
-    fig.savefig(p, dpi=110)
-    plt.close(fig)
-    written.append(p)
-    return written
+    return fig
 
 
 def render_text(report: dict[str, Any]) -> str:

@@ -321,6 +321,36 @@ def test_fp16_onnx_clips_weights_beyond_fp16_range(tmp_path: Path) -> None:
     assert np.isfinite(out).all()
 
 
+def test_fp16_onnx_keeps_a_cast_to_float_runnable(tmp_path: Path) -> None:
+    # uint8 input -> Cast(to=float) -> Mul: the Cast's float output must feed float16 ops.
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    scale = numpy_helper.from_array(np.full((1, 4), 0.5, np.float32), "s")
+    graph = helper.make_graph(
+        [
+            helper.make_node("Cast", ["x"], ["xf"], to=TensorProto.FLOAT, name="cast"),
+            helper.make_node("Mul", ["xf", "s"], ["input"], name="mul"),
+        ],
+        "cast",
+        [helper.make_tensor_value_info("x", TensorProto.UINT8, [1, 4])],
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 4])],
+        [scale],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "cast.onnx"))
+    stats = T.convert_fp16_onnx(tmp_path / "cast.onnx", tmp_path / "cast16.onnx")
+    assert stats == {"initializers_fp16": 1, "clipped_values": 0}
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(tmp_path / "cast16.onnx"), providers=["CPUExecutionProvider"])
+    x = np.array([[0, 1, 2, 255]], np.uint8)
+    out = sess.run(None, {"x": x})[0]
+    assert out.dtype == np.float32
+    np.testing.assert_array_equal(out, x * np.float32(0.5))
+
+
 # -- the export step without TensorRT ----------------------------------------------------------
 def test_tensorrt_is_reported_missing_here_in_one_line() -> None:
     # tensorrt-stubs makes "import tensorrt" succeed: it must still count as not installed.
