@@ -20,7 +20,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ftedge.runtime.benchmark import BenchmarkOptions, plan_bundle, run_benchmark
+from ftedge.runtime.bench_select import jobs_for_bundle
+from ftedge.runtime.benchmark import BenchmarkOptions, run_benchmark
 from ftedge.runtime.environment import machine_label
 from ftedge.runtime.report import backend_label, precision_label, write_json
 
@@ -53,7 +54,7 @@ def _run_rounds(args: argparse.Namespace, batches: tuple[int, ...]) -> list[dict
     )
     reports = []
     for rnd in range(args.rounds):
-        plan = plan_bundle(args.bundle, opts, torch_checkpoint=args.torch_checkpoint)
+        plan = jobs_for_bundle(args.bundle, opts, torch_checkpoint=args.torch_checkpoint)
         if rnd % 2:
             plan.jobs.reverse()  # alternate the order so drift does not favour one backend
         print(f"round {rnd + 1}/{args.rounds}: {len(plan.jobs)} jobs", file=sys.stderr)

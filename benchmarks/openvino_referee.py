@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from ftedge.errors import FtedgeError
-from ftedge.runtime.benchmark import BenchmarkOptions, plan_model, run_benchmark
+from ftedge.runtime.bench_select import jobs_for_model
+from ftedge.runtime.benchmark import BenchmarkOptions, run_benchmark
 from ftedge.runtime.manifest import Manifest
 
 _MEDIAN_RE = re.compile(r"Median:\s*([\d.]+)\s*(ms|us)")
@@ -97,7 +98,7 @@ def ftedge_median(
         idle_seconds=0.0,
         openvino_static=True,  # the same static shape as benchmark_app's -shape
     )
-    plan = plan_model(xml, opts)
+    plan = jobs_for_model(xml, opts)
     plan.jobs = [j for j in plan.jobs if (j.variant == "f32") == (precision == "f32")]
     report = run_benchmark(plan)
     if not report["results"]:

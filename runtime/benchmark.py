@@ -31,18 +31,12 @@ from ftedge.runtime.bench_select import JobSet, jobs_for_bundle, jobs_for_model
 from ftedge.runtime.bench_spec import BenchmarkOptions, Job
 from ftedge.runtime.bench_worker import run_job_isolated
 
-# Also known by these names (the ftedge benchmark CLI and benchmarks/ call them so).
-plan_bundle = jobs_for_bundle
-plan_model = jobs_for_model
-
 __all__ = [
     "BenchmarkOptions",
     "Job",
     "JobSet",
     "jobs_for_bundle",
     "jobs_for_model",
-    "plan_bundle",
-    "plan_model",
     "run_benchmark",
     "run_job",
     "run_job_isolated",

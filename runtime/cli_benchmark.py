@@ -168,7 +168,8 @@ def run(args: argparse.Namespace) -> int:
         _write_outputs(merged, args)
         return 0
 
-    from ftedge.runtime.benchmark import BenchmarkOptions, plan_bundle, plan_model, run_benchmark
+    from ftedge.runtime.bench_select import jobs_for_bundle, jobs_for_model
+    from ftedge.runtime.benchmark import BenchmarkOptions, run_benchmark
 
     if args.bundle and args.model:
         raise FtedgeError("give a bundle or --model, not both")
@@ -192,9 +193,9 @@ def run(args: argparse.Namespace) -> int:
     )
     images = _image_files(args.images) if args.images else None
     if args.model:
-        plan = plan_model(args.model, options, images=images)
+        plan = jobs_for_model(args.model, options, images=images)
     else:
-        plan = plan_bundle(
+        plan = jobs_for_bundle(
             args.bundle or "bundles/latest",
             options,
             torch_checkpoint=args.torch_checkpoint,
