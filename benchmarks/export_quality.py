@@ -7,7 +7,7 @@ Runs the real ``ftedge export`` pipeline into a temporary bundle (or ``--out``),
 and writes JSON (default ``benchmarks/results/export_quality.json``) with, per artifact: status,
 accuracy on the test split, drop in points vs PyTorch, max |logit diff| and top-1 agreement vs
 PyTorch, execution precision, size and export seconds; plus the wall time of every pipeline step
-and of the whole export, and the CPU count (the issue's target: all formats < 2 min on 2 cores).
+and of the whole export, and the CPU count (target: all formats < 2 min on 2 cores).
 Exits 1 when a target of issue 3 is missed.
 """
 
