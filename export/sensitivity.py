@@ -12,9 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from ftedge.runtime.runners.base import Runner
 
 QUANTIZABLE_OPS = ("Conv", "Gemm", "MatMul", "ConvTranspose", "Add", "Mul", "AveragePool")
 
@@ -30,18 +33,13 @@ def _with_outputs(path: Path, names: list[str]) -> bytes:
     return bytes(model.SerializeToString())
 
 
-def _session(model_bytes: bytes, optimize: bool) -> Any:
-    import onnxruntime as ort
+def _runner(path: Path, names: list[str], optimization: Literal["basic", "none"]) -> Runner:
+    """An (inactive) onnxruntime runner of ``path`` with ``names`` exposed as outputs."""
+    from ftedge.runtime.backends import get_backend
 
-    so = ort.SessionOptions()
-    so.graph_optimization_level = (
-        ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-        if optimize
-        else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return get_backend("onnxruntime").create_runner(
+        str(path), device="cpu", optimization=optimization, model_bytes=_with_outputs(path, names)
     )
-    so.log_severity_level = 3
-    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
 
 
 def _activation_bounds(graph: Any) -> dict[str, tuple[float, float]]:
@@ -101,27 +99,40 @@ def _noise_to_signal(
     input_name: str,
 ) -> dict[str, float]:
     """``||int8 - fp32||^2 / ||fp32||^2`` per tensor, accumulated over ``batches``."""
-    s_fp = _session(_with_outputs(fp32_onnx, measured), optimize=True)
-    s_q = _session(_with_outputs(int8_onnx, measured), optimize=False)
+    # The Q/DQ model runs unoptimised: onnxruntime's reference Q/DQ arithmetic, every tensor kept.
     noise = dict.fromkeys(measured, 0.0)
     signal = dict.fromkeys(measured, 0.0)
-    for x in batches:
-        a = dict(
-            zip([o.name for o in s_fp.get_outputs()], s_fp.run(None, {input_name: x}), strict=True)
-        )
-        b = dict(
-            zip([o.name for o in s_q.get_outputs()], s_q.run(None, {input_name: x}), strict=True)
-        )
-        for t in measured:
-            ra, rb = a[t], b[t]
-            if t in bounds:
-                rb = np.clip(rb, *bounds[t])
-            if not np.issubdtype(ra.dtype, np.floating) or ra.shape != rb.shape:
-                continue
-            ra64 = ra.astype(np.float64)
-            noise[t] += float(np.sum((rb.astype(np.float64) - ra64) ** 2))
-            signal[t] += float(np.sum(ra64**2))
+    with _runner(fp32_onnx, measured, "basic") as r_fp, _runner(int8_onnx, measured, "none") as r_q:
+        for x in batches:
+            _accumulate(
+                r_fp.infer({input_name: x}),
+                r_q.infer({input_name: x}),
+                measured,
+                bounds,
+                noise,
+                signal,
+            )
     return {t: noise[t] / signal[t] if signal[t] > 0 else 0.0 for t in measured}
+
+
+def _accumulate(
+    a: dict[str, np.ndarray],
+    b: dict[str, np.ndarray],
+    measured: list[str],
+    bounds: dict[str, tuple[float, float]],
+    noise: dict[str, float],
+    signal: dict[str, float],
+) -> None:
+    """Add one batch's squared error and squared signal per tensor."""
+    for t in measured:
+        ra, rb = a[t], b[t]
+        if t in bounds:
+            rb = np.clip(rb, *bounds[t])
+        if not np.issubdtype(ra.dtype, np.floating) or ra.shape != rb.shape:
+            continue
+        ra64 = ra.astype(np.float64)
+        noise[t] += float(np.sum((rb.astype(np.float64) - ra64) ** 2))
+        signal[t] += float(np.sum(ra64**2))
 
 
 def _added_error(

@@ -11,7 +11,7 @@ percent of latency when ORT owns the machine.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 
@@ -68,8 +68,13 @@ class OnnxRuntimeRunner(Runner):
         device: str = "cpu",
         threads: int | None = None,
         spin_wait: bool = False,
+        optimization: Literal["all", "basic", "none"] = "all",
+        model_bytes: bytes | None = None,
         name: str | None = None,
     ) -> None:
+        """``optimization``: onnxruntime's graph optimisation level ("none" runs Q/DQ models with
+        the reference arithmetic). ``model_bytes``: a serialized model to run instead of reading
+        ``model_path`` (which then only names it)."""
         device = device.lower()
         if device not in PROVIDERS:
             raise FtedgeError(
@@ -80,6 +85,8 @@ class OnnxRuntimeRunner(Runner):
         super().__init__(model_path, device=device, name=name)
         self.threads = threads
         self.spin_wait = spin_wait
+        self.optimization = optimization
+        self.model_bytes = model_bytes
         self._session: Any = None
         self._inputs: dict[str, TensorMeta] | None = None
         self._outputs: dict[str, TensorMeta] | None = None
@@ -95,7 +102,11 @@ class OnnxRuntimeRunner(Runner):
                 f"{self.device!r}"
             )
         so = ort.SessionOptions()
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.graph_optimization_level = {
+            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+            "none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        }[self.optimization]
         if threads is not None:
             so.intra_op_num_threads = threads
             so.inter_op_num_threads = 1
@@ -105,7 +116,9 @@ class OnnxRuntimeRunner(Runner):
         so.log_severity_level = 3  # errors only: ORT warns about unused initializers etc.
         try:
             return ort.InferenceSession(
-                self.model_path, sess_options=so, providers=[p for p in wanted if p in available]
+                self.model_bytes if self.model_bytes is not None else self.model_path,
+                sess_options=so,
+                providers=[p for p in wanted if p in available],
             )
         except Exception as e:  # ORT raises its own Fail/InvalidGraph/NoSuchFile types
             msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
