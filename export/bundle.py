@@ -28,7 +28,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from ftedge import __version__
 from ftedge.errors import FtedgeError
@@ -216,6 +216,14 @@ def _names(value: str | Sequence[str] | None) -> tuple[str, ...]:
 
 # -- the pipeline -----------------------------------------------------------------------------
 def _export(source: Path, opts: ExportOptions) -> ExportResult:
+    from ftedge.export.detection import export_detection, is_detection_run
+
+    if is_detection_run(source):
+        out = Path(opts.out).expanduser() if opts.out else None
+        return cast(
+            ExportResult,
+            export_detection(source, out, tuple(opts.formats or ()), tuple(opts.precisions)),
+        )
     start = time.perf_counter()
     request = requested_artifacts(opts)
     run = read_source(source)  # fails early, before anything is written

@@ -365,8 +365,9 @@ def load(
     verify: bool = True,
     checkpoint: str | Path | None = None,
     openvino_precision: str | None = None,
-) -> Classifier:
-    """Load the best artifact of ``bundle`` for this machine and return a ready Classifier.
+) -> Any:
+    """Load the best artifact of ``bundle`` for this machine: a ready ``Classifier``, or a
+    ``Detector`` (``ftedge.runtime.detect``) for a detection bundle.
 
     ``bundle``: a bundle directory (or its manifest.json, or a ``bundles/latest`` link).
     ``backend``: "auto" (see ``ftedge.runtime.select`` for the order), "onnxruntime",
@@ -423,14 +424,24 @@ def _load_torch_reference(
     return Classifier(runner, art, manifest, bundle_dir, backend="torch")
 
 
+def _consumer(manifest: Manifest) -> Any:
+    """What turns a runner's outputs into results for the bundle's task."""
+    if manifest.task == "detection":
+        from ftedge.runtime.detect import Detector
+
+        return Detector
+    return Classifier
+
+
 def _first_that_starts(
     cands: list[Candidate],
     manifest: Manifest,
     bundle_dir: Path,
     threads: int | None,
     openvino_precision: str | None,
-) -> Classifier:
-    """A Classifier on the first candidate whose runner starts; the others' errors recorded."""
+) -> Any:
+    """The task's consumer (Classifier, Detector) on the first candidate whose runner starts;
+    the others' errors recorded."""
     fallbacks: list[str] = []
     for i, cand in enumerate(cands):
         runner = make_runner(
@@ -438,7 +449,7 @@ def _first_that_starts(
         )
         try:
             runner.activate()
-            return Classifier(
+            return _consumer(manifest)(
                 runner,
                 cand.artifact,
                 manifest,

@@ -43,6 +43,38 @@ class ClassificationOutput:
 
 
 @dataclass(frozen=True)
+class DetectionOutput:
+    """Decoded boxes (N, P, 4) xyxy in input pixels and per-class scores (N, P, K).
+
+    The input is the frame letterboxed into a square (``ftedge.runtime.letterbox``): resized
+    by one factor, placed top-left, the rest filled with ``fill`` (the colour that normalises
+    to zero). Boxes map back to the frame by dividing by that factor.
+    """
+
+    boxes: str = "boxes"
+    scores: str = "scores"
+    fill: tuple[int, int, int] = (127, 127, 127)
+
+    @property
+    def name(self) -> str:
+        return self.boxes
+
+    @classmethod
+    def from_fields(cls, f: Fields) -> DetectionOutput:
+        fill = f.array("fill", [127, 127, 127])
+        if len(fill) != 3 or not all(isinstance(v, int) and 0 <= v <= 255 for v in fill):
+            raise f.fail("fill", f"must be three ints in 0..255, got {fill!r}")
+        return cls(
+            boxes=f.text("boxes", "boxes"),
+            scores=f.text("scores", "scores"),
+            fill=(fill[0], fill[1], fill[2]),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"boxes": self.boxes, "scores": self.scores, "fill": list(self.fill)}
+
+
+@dataclass(frozen=True)
 class Task:
     """A task: the output spec its manifests carry and the metric its artifacts are held to."""
 
@@ -53,4 +85,5 @@ class Task:
 
 TASKS: dict[str, Task] = {
     "classification": Task("classification", ClassificationOutput, "top-1 accuracy"),
+    "detection": Task("detection", DetectionOutput, "COCO mAP@[.5:.95]"),
 }

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ftedge.detection.letterbox import Letterbox, fill_colour, letterbox
 from ftedge.detection.types import DetectionSample
+from ftedge.runtime.letterbox import Letterbox, fill_colour, letterbox
 from ftedge.runtime.preprocess import PreprocessSpec
 
 
