@@ -124,6 +124,7 @@ def export_bundle(
     bake_preprocess: BakeColor | None = None,
     softmax: bool = False,
     max_accuracy_drop: float = 1.0,
+    min_agreement: float = 0.97,
     out: str | Path | None = None,
     progress: bool = True,
 ) -> ExportResult:
@@ -148,6 +149,8 @@ def export_bundle(
     - ``softmax`` (False): the models output probabilities instead of logits.
     - ``max_accuracy_drop`` (1.0): INT8 accuracy budget in points against PyTorch on the test
       split; over it the artifact is re-made with sensitive layers in float, else ``failed``.
+    - ``min_agreement`` (0.97): INT8/FP16 top-1 agreement with the PyTorch FP32 reference on the
+      test split, at least; part of the same gate as ``max_accuracy_drop``.
     - ``out`` (None): the bundle directory; None: ``bundles/<run name>`` (then ``bundles/latest``
       points at it), or the source bundle itself.
     - ``progress`` (True): a progress bar on stderr.
@@ -166,6 +169,7 @@ def export_bundle(
         "bake_preprocess": bake_preprocess,
         "softmax": softmax,
         "max_accuracy_drop": max_accuracy_drop,
+        "min_agreement": min_agreement,
         "out": out,
         "progress": progress,
     }
@@ -324,7 +328,7 @@ def _tensorrt(
     arts = export_tensorrt(tmp, manifest, list(precisions), opts.batch_range)
     for a in arts:
         if a.status == "ok":
-            a = _verified_engine(tmp, manifest, a, data, opts.max_accuracy_drop)
+            a = _verified_engine(tmp, manifest, a, data, opts)
         elif a.status == "skipped" and a.message and a.message not in notes:
             notes.append(a.message)
         manifest = manifest.with_artifact(a)
@@ -332,10 +336,17 @@ def _tensorrt(
 
 
 def _verified_engine(
-    tmp: Path, manifest: Manifest, art: Artifact, data: EvalData, max_accuracy_drop: float
+    tmp: Path, manifest: Manifest, art: Artifact, data: EvalData, opts: ExportOptions
 ) -> Artifact:
     try:
-        return verify_artifact(tmp, manifest, art, data, max_accuracy_drop=max_accuracy_drop)
+        return verify_artifact(
+            tmp,
+            manifest,
+            art,
+            data,
+            max_accuracy_drop=opts.max_accuracy_drop,
+            min_agreement=opts.min_agreement,
+        )
     except FtedgeError as e:  # e.g. no GPU to run it: the engine stays, marked failed
         return replace(art, status="failed", message=str(e))
 
