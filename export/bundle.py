@@ -33,6 +33,7 @@ from typing import Any
 from ftedge import __version__
 from ftedge.errors import FtedgeError
 from ftedge.export.calibration import CalibrationSet
+from ftedge.export.fast_path import with_fast_path
 from ftedge.export.onnx_fp32 import ONNX_FP32, add_fp32_onnx, verify_fp32
 from ftedge.export.onnx_int8_search import ONNX_INT8, onnx_int8
 from ftedge.export.openvino_artifacts import openvino_artifact
@@ -231,6 +232,7 @@ def _export(source: Path, opts: ExportOptions) -> ExportResult:
         manifest = _with_export_record(manifest, opts, source)
         with progress.step("verify ONNX FP32"):
             manifest = verify_fp32(tmp, manifest, data)
+            manifest = with_fast_path(tmp, manifest, data)
         manifest = _make_requested(tmp, manifest, data, request, opts, progress, notes)
         manifest = _finish_export_record(manifest, progress.seconds, time.perf_counter() - start)
         manifest.save(tmp)
