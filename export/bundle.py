@@ -33,6 +33,7 @@ from typing import Any, cast
 from ftedge import __version__
 from ftedge.errors import FtedgeError
 from ftedge.export.calibration import CalibrationSet
+from ftedge.export.fast_path import with_fast_path
 from ftedge.export.onnx_fp32 import ONNX_FP32, add_fp32_onnx, verify_fp32
 from ftedge.export.onnx_int8_search import ONNX_INT8, onnx_int8
 from ftedge.export.openvino_artifacts import openvino_artifact
@@ -124,6 +125,7 @@ def export_bundle(
     bake_preprocess: BakeColor | None = None,
     softmax: bool = False,
     max_accuracy_drop: float = 1.0,
+    min_agreement: float = 0.97,
     out: str | Path | None = None,
     progress: bool = True,
 ) -> ExportResult:
@@ -148,6 +150,8 @@ def export_bundle(
     - ``softmax`` (False): the models output probabilities instead of logits.
     - ``max_accuracy_drop`` (1.0): INT8 accuracy budget in points against PyTorch on the test
       split; over it the artifact is re-made with sensitive layers in float, else ``failed``.
+    - ``min_agreement`` (0.97): INT8/FP16 top-1 agreement with the PyTorch FP32 reference on the
+      test split, at least; part of the same gate as ``max_accuracy_drop``.
     - ``out`` (None): the bundle directory; None: ``bundles/<run name>`` (then ``bundles/latest``
       points at it), or the source bundle itself.
     - ``progress`` (True): a progress bar on stderr.
@@ -166,6 +170,7 @@ def export_bundle(
         "bake_preprocess": bake_preprocess,
         "softmax": softmax,
         "max_accuracy_drop": max_accuracy_drop,
+        "min_agreement": min_agreement,
         "out": out,
         "progress": progress,
     }
@@ -235,6 +240,7 @@ def _export(source: Path, opts: ExportOptions) -> ExportResult:
         manifest = _with_export_record(manifest, opts, source)
         with progress.step("verify ONNX FP32"):
             manifest = verify_fp32(tmp, manifest, data)
+            manifest = with_fast_path(tmp, manifest, data)
         manifest = _make_requested(tmp, manifest, data, request, opts, progress, notes)
         manifest = _finish_export_record(manifest, progress.seconds, time.perf_counter() - start)
         manifest.save(tmp)
@@ -332,7 +338,7 @@ def _tensorrt(
     arts = export_tensorrt(tmp, manifest, list(precisions), opts.batch_range)
     for a in arts:
         if a.status == "ok":
-            a = _verified_engine(tmp, manifest, a, data, opts.max_accuracy_drop)
+            a = _verified_engine(tmp, manifest, a, data, opts)
         elif a.status == "skipped" and a.message and a.message not in notes:
             notes.append(a.message)
         manifest = manifest.with_artifact(a)
@@ -340,10 +346,17 @@ def _tensorrt(
 
 
 def _verified_engine(
-    tmp: Path, manifest: Manifest, art: Artifact, data: EvalData, max_accuracy_drop: float
+    tmp: Path, manifest: Manifest, art: Artifact, data: EvalData, opts: ExportOptions
 ) -> Artifact:
     try:
-        return verify_artifact(tmp, manifest, art, data, max_accuracy_drop=max_accuracy_drop)
+        return verify_artifact(
+            tmp,
+            manifest,
+            art,
+            data,
+            max_accuracy_drop=opts.max_accuracy_drop,
+            min_agreement=opts.min_agreement,
+        )
     except FtedgeError as e:  # e.g. no GPU to run it: the engine stays, marked failed
         return replace(art, status="failed", message=str(e))
 

@@ -108,6 +108,13 @@ def _add_artifact_options(p: argparse.ArgumentParser) -> None:
         metavar="POINTS",
         help="INT8/FP16 accuracy budget vs PyTorch in points (default 1.0)",
     )
+    p.add_argument(
+        "--min-agreement",
+        type=float,
+        default=0.97,
+        metavar="FRACTION",
+        help="INT8/FP16 top-1 agreement with the FP32 PyTorch reference, at least (default 0.97)",
+    )
 
 
 def _add_output_options(p: argparse.ArgumentParser) -> None:
@@ -151,6 +158,7 @@ def run(args: argparse.Namespace) -> int:
         bake_preprocess=args.bake_preprocess,
         softmax=args.softmax,
         max_accuracy_drop=args.max_accuracy_drop,
+        min_agreement=args.min_agreement,
         out=args.out,
         progress=not args.no_progress and sys.stderr.isatty(),
     )

@@ -39,6 +39,7 @@ class ExportOptions:
     bake_preprocess: BakeColor | None = None
     softmax: bool = False
     max_accuracy_drop: float = 1.0  # points
+    min_agreement: float = 0.97  # top-1 agreement of INT8/FP16 with the FP32 reference
     out: str | None = None
     progress: bool = True
 
@@ -52,6 +53,7 @@ class ExportOptions:
             "bake_preprocess": self.bake_preprocess,
             "softmax": self.softmax,
             "max_accuracy_drop": self.max_accuracy_drop,
+            "min_agreement": self.min_agreement,
         }
 
 
@@ -113,6 +115,8 @@ def check_options(opts: ExportOptions) -> None:
         raise FtedgeError(f"--calib-images must be >= 1, got {opts.calib_images}")
     if opts.max_accuracy_drop != opts.max_accuracy_drop:  # NaN
         raise FtedgeError("--max-accuracy-drop must be a number")
+    if not 0.0 <= opts.min_agreement <= 1.0:  # also refuses NaN
+        raise FtedgeError(f"--min-agreement must be in [0, 1], got {opts.min_agreement}")
     lo, opt, hi = opts.batch_range
     if not 1 <= lo <= opt <= hi:
         raise FtedgeError(

@@ -182,8 +182,14 @@ def verify_artifact(
     data: EvalData,
     *,
     max_accuracy_drop: float | None = None,
+    min_agreement: float | None = None,
 ) -> Artifact:
-    """``artifact`` with its parity/accuracy/drop filled in and its status (ok or failed)."""
+    """``artifact`` with its parity/accuracy/drop filled in and its status (ok or failed).
+
+    The gate of a reduced-precision artifact: accuracy drop at most ``max_accuracy_drop`` points
+    and top-1 agreement with the PyTorch FP32 reference at least ``min_agreement`` (a fraction);
+    FP32 artifacts must match the reference (``FP32_MAX_ABS_DIFF``, ``FP32_MIN_AGREEMENT``).
+    """
     out, info = run_artifact(bundle_dir, manifest, artifact, data)
     parity, acc, drop = compare(out, data, output_kind(artifact), data.reference_accuracy)
     parity = replace(parity, execution_precision=info.get("execution_precision") or None)
@@ -199,8 +205,13 @@ def verify_artifact(
             problems.append(f"max abs diff {parity.max_abs_diff:.2e} > {FP32_MAX_ABS_DIFF}")
         if parity.top1_agreement < FP32_MIN_AGREEMENT:
             problems.append(f"top-1 agreement {parity.top1_agreement:.4f}")
-    elif max_accuracy_drop is not None and drop > max_accuracy_drop:
-        problems.append(f"accuracy drop {drop:.2f} pt > budget {max_accuracy_drop:.2f} pt")
+    else:
+        if max_accuracy_drop is not None and drop > max_accuracy_drop:
+            problems.append(f"accuracy drop {drop:.2f} pt > budget {max_accuracy_drop:.2f} pt")
+        if min_agreement is not None and parity.top1_agreement < min_agreement:
+            problems.append(
+                f"top-1 agreement with FP32 {parity.top1_agreement:.4f} < {min_agreement:.4f}"
+            )
     return replace(
         artifact,
         parity=parity,

@@ -287,6 +287,28 @@ class DataRef:
 
 
 @dataclass(frozen=True)
+class FastPreprocessing:
+    """The fast preprocessing path measured at export on the test split, with the FP32 ONNX."""
+
+    engine: str  # opencv | pillow (ftedge.runtime.fast_preprocess)
+    accuracy: float  # with the fast path, in [0, 1]
+    agreement: float  # top-1 agreement with the exact (Pillow, training-identical) path
+    images: int
+
+    @classmethod
+    def from_fields(cls, f: Fields) -> FastPreprocessing:
+        return cls(
+            engine=f.choice("engine", ("opencv", "pillow")),
+            accuracy=float(f.number("accuracy")),
+            agreement=float(f.number("agreement")),
+            images=int(f.integer("images") or 0),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+@dataclass(frozen=True)
 class Reference:
     """The PyTorch reference: its accuracy and logits on the test split, the stored crops."""
 
@@ -296,6 +318,11 @@ class Reference:
     parity_inputs: str | None = None
     parity_count: int | None = None
     parity_inputs_sha256: str | None = None
+    fast_preprocessing: tuple[FastPreprocessing, ...] = ()
+
+    def fast_path(self, engine: str) -> FastPreprocessing | None:
+        """What the export measured for the fast preprocessing path with ``engine``."""
+        return next((p for p in self.fast_preprocessing if p.engine == engine), None)
 
     @classmethod
     def from_fields(cls, f: Fields) -> Reference:
@@ -306,10 +333,15 @@ class Reference:
             parity_inputs=f.bundle_path("parity_inputs", None),
             parity_count=f.integer("parity_count", None),
             parity_inputs_sha256=f.text("parity_inputs_sha256", None),
+            fast_preprocessing=tuple(
+                FastPreprocessing.from_fields(Fields(p, f.name(f"fast_preprocessing[{i}]")))
+                for i, p in enumerate(f.array("fast_preprocessing", []))
+            ),
         )
 
     def to_dict(self) -> dict[str, Any]:
         d = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        d["fast_preprocessing"] = [p.to_dict() for p in self.fast_preprocessing] or None
         return {k: v for k, v in d.items() if v is not None}
 
 
