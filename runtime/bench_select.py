@@ -73,6 +73,10 @@ def _verified_manifest(bdir: Path) -> Manifest:
     from ftedge.runtime.manifest import Manifest
 
     manifest = Manifest.load(bdir)
+    if manifest.task != "classification":
+        raise FtedgeError(
+            f"{bdir} is a {manifest.task} bundle: ftedge benchmark measures classification bundles"
+        )
     bad = manifest.verify_files(bdir)
     if bad:
         raise FtedgeError(f"bundle {bdir} fails its sha256 check for: {', '.join(bad[:5])}")

@@ -246,6 +246,12 @@ def predict(
             if not isinstance(bundle, Classifier)
             else bundle
         )
+        if not isinstance(clf, Classifier):
+            clf.close()
+            raise FtedgeError(
+                f"{bundle} is a {clf.manifest.task} bundle: ftedge predict handles classification "
+                "bundles (use ftedge.runtime.load(bundle).detect(frame))"
+            )
     except BaseException:
         src.close()
         raise
