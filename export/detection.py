@@ -11,8 +11,6 @@ detections (score >= 0.25) match PyTorch's one to one (same class, corners withi
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import time
 from dataclasses import dataclass
@@ -91,33 +89,11 @@ def _reference(det: Any, meta: Any) -> DetectionReference:
 
 
 def _export_onnx(det: Any, size: int, path: Path) -> None:
-    import torch
-
     from ftedge.detection.model import ExportDetector
+    from ftedge.export.onnx_export import export_onnx
 
     net = ExportDetector(det, size, size).eval()
-    batch = torch.export.Dim("batch", min=1, max=1024)
-    log = io.StringIO()
-    try:
-        with contextlib.redirect_stdout(log), torch.no_grad():
-            program = torch.onnx.export(
-                net,
-                (torch.zeros(2, 3, size, size),),
-                None,
-                dynamo=True,
-                opset_version=18,
-                input_names=["input"],
-                output_names=["boxes", "scores"],
-                dynamic_shapes=({0: batch},),
-                external_data=False,
-                optimize=True,
-            )
-            if program is None:
-                raise RuntimeError("exporter returned no program")
-            program.save(str(path), external_data=False)
-    except Exception as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise FtedgeError(f"ONNX export failed: {first}") from None
+    export_onnx(net, path, (3, size, size), output_names=("boxes", "scores"))
 
 
 # -- verification -----------------------------------------------------------------------------

@@ -31,8 +31,11 @@ def export_onnx(
     *,
     softmax: bool = False,
     opset: int = OPSET,
+    output_names: tuple[str, ...] | None = None,
 ) -> Path:
     """Export ``model`` (eval mode, CPU) to ``out_path`` with a dynamic batch axis.
+
+    A model with several outputs (a detector's boxes and scores) names them ``output_names``.
 
     The output is ``logits``, or ``probabilities`` when ``softmax`` is set.
     """
@@ -50,7 +53,7 @@ def export_onnx(
     net.eval()
     example = torch.zeros((2, *input_size), dtype=torch.float32)
     batch = torch.export.Dim("batch", min=1, max=4096)
-    out_name = PROBS_NAME if softmax else LOGITS_NAME
+    names = output_names or (PROBS_NAME if softmax else LOGITS_NAME,)
     # The exporter prints progress lines on stdout: keep them out of the CLI output.
     log = io.StringIO()
     try:
@@ -62,7 +65,7 @@ def export_onnx(
                 dynamo=True,
                 opset_version=opset,
                 input_names=[INPUT_NAME],
-                output_names=[out_name],
+                output_names=list(names),
                 dynamic_shapes=({0: batch},),
                 external_data=False,
                 optimize=True,

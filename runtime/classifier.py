@@ -18,7 +18,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import Any, overload
 
 import numpy as np
@@ -28,6 +27,7 @@ from ftedge.errors import FtedgeError, MissingExtraError
 from ftedge.files import sha256_file
 from ftedge.runtime.backends import get_backend, normalize_backend
 from ftedge.runtime.fast_preprocess import FastPreprocessor
+from ftedge.runtime.loaded import LoadedModel
 from ftedge.runtime.manifest import Artifact, Manifest
 from ftedge.runtime.preprocess import (
     ColorOrder,
@@ -99,7 +99,7 @@ def top_k(probs: np.ndarray, labels: Sequence[str], k: int) -> Prediction:
     )
 
 
-class Classifier:
+class Classifier(LoadedModel):
     """A loaded bundle artifact plus its preprocessing and labels. Create it with ``load``.
 
     Holds an active runner (session, compiled model or engine); ``close()`` frees it, and the
@@ -117,12 +117,9 @@ class Classifier:
         fallbacks: Sequence[str] = (),
     ) -> None:
         self.runner = runner
-        self.artifact = artifact
-        self.manifest = manifest
-        self.bundle_dir = bundle_dir
-        self.backend = backend
-        self.fallbacks = list(fallbacks)  # why better-ranked candidates were not used
-        self.labels: list[str] = list(manifest.labels)
+        super().__init__(
+            runner, artifact, manifest, bundle_dir, backend=backend, fallbacks=fallbacks
+        )
         self.spec: PreprocessSpec = manifest.spec
         self.last_timing: dict[str, float] = {}
         self.fast: FastPreprocessor | None = None  # None: the exact (training-identical) path
@@ -141,30 +138,11 @@ class Classifier:
         # A model exported with a fixed batch (e.g. 1) is fed in chunks of that size.
         self.fixed_batch: int | None = b if isinstance(b, int) and b > 0 else None
 
-    # -- lifecycle ----------------------------------------------------------------------------
-    def close(self) -> None:
-        self.runner.deactivate()
-
-    def __enter__(self) -> Classifier:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
     def __repr__(self) -> str:
         return (
             f"Classifier({self.artifact.name}, backend={self.backend}, "
             f"device={self.runner.device}, classes={len(self.labels)})"
         )
-
-    @property
-    def device(self) -> str:
-        return self.runner.device
 
     def describe(self) -> dict[str, Any]:
         """Artifact, backend facts (versions, providers, execution precision) and fallbacks."""

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import numpy as np
 
 from ftedge.errors import FtedgeError
 from ftedge.runtime.letterbox import Letterbox, letterbox
+from ftedge.runtime.loaded import LoadedModel
 from ftedge.runtime.manifest import Artifact, Manifest
 from ftedge.runtime.preprocess import ColorOrder, check_frame, normalize
 from ftedge.runtime.runners.base import Runner
@@ -99,7 +99,7 @@ def select(
     return b[keep], s[keep].astype(np.float32), classes[keep].astype(np.int64)
 
 
-class Detector:
+class Detector(LoadedModel):
     """A loaded detection artifact with its letterbox preprocessing and labels (see ``load``)."""
 
     def __init__(
@@ -114,32 +114,13 @@ class Detector:
     ) -> None:
         if not isinstance(manifest.output, DetectionOutput):
             raise FtedgeError(f"bundle {bundle_dir} is not a detection bundle")
-        self.runner, self.artifact, self.manifest = runner, artifact, manifest
-        self.bundle_dir, self.backend = bundle_dir, backend
-        self.fallbacks = list(fallbacks or [])
-        self.labels = list(manifest.labels)
+        super().__init__(
+            runner, artifact, manifest, bundle_dir, backend=backend, fallbacks=fallbacks or ()
+        )
         self.spec = manifest.spec
         self.output: DetectionOutput = manifest.output
         self.size = int(self.spec.input_size[1])
         self.input_name = next(iter(runner.input_metadata()))
-
-    def close(self) -> None:
-        self.runner.deactivate()
-
-    def __enter__(self) -> Detector:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    @property
-    def device(self) -> str:
-        return self.runner.device
 
     def prepare(self, frame: np.ndarray, color: ColorOrder = "rgb") -> tuple[np.ndarray, Letterbox]:
         """One HWC uint8 frame -> the (1, 3, S, S) float input and its letterbox."""

@@ -52,7 +52,7 @@ def letterbox(
     if (box.width, box.height) == (w, h):
         canvas[:h, :w] = rgb
     else:
-        resized = Image.fromarray(rgb).resize((box.width, box.height), Image.BILINEAR)
+        resized = Image.fromarray(rgb).resize((box.width, box.height), Image.Resampling.BILINEAR)
         canvas[: box.height, : box.width] = np.asarray(resized)
     return canvas, box
 
