@@ -31,11 +31,13 @@ def staging_dir(dest: Path) -> Iterator[Path]:
 
 def copy_bundle(source: Path, tmp: Path) -> None:
     """Copy an existing bundle into the staging directory (leftover staging dirs excluded)."""
-    shutil.copytree(source, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".*.tmp", "*ftedge-tmp-*"))
+    shutil.copytree(
+        source, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".*.tmp", "*ftedge-tmp-*")
+    )
 
 
-def swap_into_place(tmp: Path, dest: Path) -> None:
-    """Atomically replace ``dest`` with ``tmp`` (the old bundle is removed after the swap)."""
+def check_destination(dest: Path) -> None:
+    """``dest`` is absent, an empty folder or a bundle: anything else is never replaced."""
     if dest.exists() or dest.is_symlink():
         if dest.is_symlink() or dest.is_file():
             raise FtedgeError(f"--out {dest} exists and is not a bundle directory")
@@ -43,6 +45,12 @@ def swap_into_place(tmp: Path, dest: Path) -> None:
             raise FtedgeError(
                 f"--out {dest} exists and is not an ftedge bundle: refusing to replace it"
             )
+
+
+def swap_into_place(tmp: Path, dest: Path) -> None:
+    """Atomically replace ``dest`` with ``tmp`` (the old bundle is removed after the swap)."""
+    if dest.exists() or dest.is_symlink():
+        check_destination(dest)  # again: it may have changed while the bundle was made
         old = mkdtemp_beside(dest)
         os.replace(dest, old / "b")
         os.replace(tmp, dest)

@@ -127,6 +127,8 @@ class TrainConfig:
                 raise FtedgeError(msg)
         if self.name is not None:
             check_run_name(self.name)
+        _check_folder(self.out, "--out")
+        _check_folder(self.feature_cache_dir, "--feature-cache-dir")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -148,6 +150,11 @@ def _check_finite(cfg: Any) -> None:
         v = getattr(cfg, f.name)
         if isinstance(v, float) and not math.isfinite(v):
             raise FtedgeError(f"--{f.name.replace('_', '-')} must be a finite number (got {v})")
+
+
+def _check_folder(path: str | None, flag: str) -> None:
+    if path is not None and Path(path).exists() and not Path(path).is_dir():
+        raise FtedgeError(f"{flag} {path} is a file, expected a folder")
 
 
 def check_run_name(name: str) -> None:

@@ -77,6 +77,7 @@ def check_output_not_input(
     Paths are compared after resolving symlinks and ``..``, so ``--save .`` beside the source
     video, or a hard-to-spot link to an input, is caught before anything is written.
     """
+
     def key(p: str | os.PathLike[str]) -> str:
         return os.path.normcase(os.path.realpath(os.path.expanduser(os.fspath(p))))
 
@@ -87,6 +88,20 @@ def check_output_not_input(
             raise FtedgeError(
                 f"{flag} would overwrite the input {hit}: choose an output outside the inputs"
             )
+
+
+def check_output_kinds(
+    files: Iterable[tuple[str, str | os.PathLike[str] | None]],
+    folders: Iterable[tuple[str, str | os.PathLike[str] | None]] = (),
+) -> None:
+    """``(flag, path)`` outputs that must be files (not folders) or folders (not files)."""
+    for flag, path in files:
+        if path is not None and os.fspath(path) != "-" and Path(path).expanduser().is_dir():
+            raise FtedgeError(f"{flag} {path} is a folder, expected a file")
+    for flag, path in folders:
+        p = Path(path).expanduser() if path is not None else None
+        if p is not None and p.exists() and not p.is_dir():
+            raise FtedgeError(f"{flag} {path} is a file, expected a folder")
 
 
 def read_text(path: str | os.PathLike[str], what: str) -> str:

@@ -96,8 +96,8 @@ def check_resumable(run_dir: Path) -> None:
     from ftedge.checkpoint import read_checkpoint_meta
     from ftedge.files import sha256_file
 
-    if not run_dir.is_dir():
-        raise FtedgeError(f"cannot resume: {run_dir} is not a run directory")
+    if not (run_dir / "config.yaml").is_file():
+        raise FtedgeError(f"cannot resume: {run_dir} is not a run directory (no config.yaml)")
     last = run_dir / "last.json"
     if not last.is_file() or not state_path(run_dir).is_file():
         raise FtedgeError(

@@ -64,11 +64,14 @@ def release_run_dir(run_dir: Path) -> None:
 def claim_run_dir(out: Path, name: str | None, exist_ok: bool = False) -> Path:
     """``<out>/<name>`` (or ``<out>/<timestamp>[-i]``), created exclusively and locked.
 
-    An existing ``<out>/<name>`` is refused unless ``exist_ok``; then it must be a run
-    directory (or empty), not in use, and its old result files are removed.
+    An existing ``<out>/<name>`` that saved an epoch is refused unless ``exist_ok``; a run
+    stopped before that is taken over. Either way it must be a run directory (or empty), not in
+    use, and its old result files are removed.
     """
     if name is not None:
         check_run_name(name)
+    if out.exists() and not out.is_dir():
+        raise FtedgeError(f"--out {out} is a file, expected a folder")
     out.mkdir(parents=True, exist_ok=True)
     sweep_stale_temps(out)
     stamp = name or datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -79,7 +82,9 @@ def claim_run_dir(out: Path, name: str | None, exist_ok: bool = False) -> Path:
         except FileExistsError:
             if name is None:
                 continue  # timestamped runs are never reused: take the next suffix
-            if not exist_ok:
+            # A run stopped before its first saved epoch holds nothing: it is taken over.
+            started = any(run_dir.glob("*.json")) or not run_dir.is_dir()
+            if started and not exist_ok:
                 raise FtedgeError(
                     f"{run_dir} already exists: choose another --name, continue it with "
                     f"--resume {run_dir}, or replace it with --exist-ok"
