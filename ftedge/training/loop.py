@@ -42,6 +42,7 @@ from ftedge.training.results import (
 )
 from ftedge.training.resume import BestSoFar, EpochRecord, TrainState, check_resumable, restore
 from ftedge.training.run_dir import (
+    check_run_dir_free,
     load_run_config,
     lock_run_dir,
     release_run_dir,
@@ -81,6 +82,8 @@ def train(
     """
     ddp = dist.init()
     cfg, run_dir = _resolve(cfg, resume)
+    if run_dir is None:
+        check_run_dir_free(Path(cfg.out), cfg.name, exist_ok)  # before any work is done
     device = configure_torch(cfg, ddp)
 
     splits = scan_image_folder(

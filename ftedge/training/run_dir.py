@@ -82,18 +82,27 @@ def claim_run_dir(out: Path, name: str | None, exist_ok: bool = False) -> Path:
         except FileExistsError:
             if name is None:
                 continue  # timestamped runs are never reused: take the next suffix
-            # A run stopped before its first saved epoch holds nothing: it is taken over.
-            started = any(run_dir.glob("*.json")) or not run_dir.is_dir()
-            if started and not exist_ok:
-                raise FtedgeError(
-                    f"{run_dir} already exists: choose another --name, continue it with "
-                    f"--resume {run_dir}, or replace it with --exist-ok"
-                ) from None
+            check_run_dir_free(out, name, exist_ok)
             _replace_old_run(run_dir)
             return run_dir
         lock_run_dir(run_dir)
         return run_dir
     raise FtedgeError(f"cannot create a run directory under {out}")
+
+
+def check_run_dir_free(out: Path, name: str | None, exist_ok: bool) -> None:
+    """Refuse, before any work, a ``--name`` whose run saved an epoch (unless ``exist_ok``).
+
+    A run stopped before its first saved epoch holds nothing: it is taken over.
+    """
+    run_dir = out / name if name is not None else None
+    if run_dir is None or exist_ok or not (run_dir.exists() or run_dir.is_symlink()):
+        return
+    if any(run_dir.glob("*.json")) or not run_dir.is_dir():
+        raise FtedgeError(
+            f"{run_dir} already exists: choose another --name, continue it with "
+            f"--resume {run_dir}, or replace it with --exist-ok"
+        )
 
 
 def _replace_old_run(run_dir: Path) -> None:
