@@ -108,9 +108,11 @@ def check_run_dir_free(out: Path, name: str | None, exist_ok: bool) -> None:
 def _replace_old_run(run_dir: Path) -> None:
     if run_dir.is_symlink() or not run_dir.is_dir():
         raise FtedgeError(f"{run_dir} exists and is not a run directory")
-    if any(run_dir.iterdir()) and not (run_dir / "config.yaml").is_file():
+    lock_run_dir(run_dir)  # first: a run being replaced by another process is refused as such
+    others = [p for p in run_dir.iterdir() if p.name != LOCK_NAME]
+    if others and not (run_dir / "config.yaml").is_file():
+        release_run_dir(run_dir)
         raise FtedgeError(f"{run_dir} exists and is not a run directory: refusing to replace it")
-    lock_run_dir(run_dir)
     for pattern in RUN_FILES:
         for f in run_dir.glob(pattern):
             f.unlink(missing_ok=True)
