@@ -61,7 +61,12 @@ from ftedge.export.run_source import (
     torch_reference,
     utc_now,
 )
-from ftedge.export.staging import copy_bundle, staging_dir, swap_into_place
+from ftedge.export.staging import (
+    check_destination,
+    copy_bundle,
+    staging_dir,
+    swap_into_place,
+)
 from ftedge.export.summary import artifact_size, format_table, summary_rows
 from ftedge.export.verify import EvalData, load_eval_data, verify_artifact
 from ftedge.files import point_latest
@@ -232,7 +237,7 @@ def _export(source: Path, opts: ExportOptions) -> ExportResult:
     start = time.perf_counter()
     request = requested_artifacts(opts)
     run = read_source(source)  # fails early, before anything is written
-    dest = Path(opts.out).expanduser() if opts.out else default_destination(source, run is None)
+    dest = _destination(source, run, opts)
     progress = StepProgress(2 + request.count, opts.progress)
     notes = list(request.notes)
     with contextlib.closing(progress), staging_dir(dest) as tmp:
@@ -249,6 +254,24 @@ def _export(source: Path, opts: ExportOptions) -> ExportResult:
             point_latest(dest)
     failed = tuple(a.name for a in manifest.artifacts if a.status == "failed")
     return ExportResult(dest, manifest, time.perf_counter() - start, failed, tuple(notes))
+
+
+def _destination(source: Path, run: RunSource | None, opts: ExportOptions) -> Path:
+    """Where the bundle goes; extending a bundle through a link (``bundles/latest``) writes the
+    bundle it points at and keeps the link. Stale temporary folders of killed exports beside it
+    (and calibration caches) are removed first."""
+    import tempfile
+
+    from ftedge.export.run_source import is_bundle
+    from ftedge.files import sweep_stale_temps
+
+    dest = Path(opts.out).expanduser() if opts.out else default_destination(source, run is None)
+    if run is None and dest.is_symlink() and is_bundle(dest):
+        dest = dest.resolve()
+    check_destination(dest)  # before any work, not after it
+    sweep_stale_temps(dest.parent)
+    sweep_stale_temps(tempfile.gettempdir())
+    return dest
 
 
 def _start(

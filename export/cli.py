@@ -15,7 +15,25 @@ from ftedge.errors import FtedgeError
 
 
 def _csv(text: str) -> tuple[str, ...]:
-    return tuple(t.strip().lower() for t in text.split(",") if t.strip())
+    items = tuple(t.strip().lower() for t in text.split(",") if t.strip())
+    if not items:  # "--formats ," must not quietly mean "all formats"
+        raise argparse.ArgumentTypeError(f"expected a comma list of names, got {text!r}")
+    return items
+
+
+# What only an export uses: given with --check (which re-verifies and writes nothing), refused.
+_EXPORT_ONLY = (
+    "formats",
+    "precision",
+    "calib_images",
+    "calib_method",
+    "batch_range",
+    "bake_preprocess",
+    "softmax",
+    "max_accuracy_drop",
+    "out",
+)
+_DEFAULTS: dict[str, Any] = {}
 
 
 def _batch_range(text: str) -> tuple[int, int, int]:
@@ -45,6 +63,7 @@ def add_parser(subparsers: Any) -> None:
     _add_calibration_options(p)
     _add_artifact_options(p)
     _add_output_options(p)
+    _DEFAULTS.update({name: p.get_default(name) for name in _EXPORT_ONLY})
 
 
 def _add_selection_options(p: argparse.ArgumentParser) -> None:
@@ -141,11 +160,36 @@ def _emit_json(target: str | None, payload: dict[str, Any]) -> None:
     if target == "-":
         sys.stdout.write(text)
     else:
-        Path(target).write_text(text)
+        from ftedge.files import atomic_write_text
+
+        atomic_write_text(target, text)
+
+
+def _check_json_target(args: argparse.Namespace, inputs: list[Path]) -> None:
+    """``--json`` names a file that is none of the inputs, before any work is done."""
+    from ftedge.files import check_output_kinds, check_output_not_input
+
+    check_output_kinds([("--json", args.json)])
+    if args.json is None or args.json == "-":
+        return
+    target = Path(args.json)
+    if not target.parent.is_dir():
+        raise FtedgeError(f"--json {target}: folder {target.parent} does not exist")
+    check_output_not_input([target], inputs, "--json")
+
+
+def _source_files(source: Path) -> list[Path]:
+    folder = source if source.is_dir() else source.parent
+    return [p for p in folder.rglob("*") if p.is_file()] if folder.is_dir() else []
 
 
 def run(args: argparse.Namespace) -> int:
+    _check_json_target(args, _source_files(Path(args.source)))
     if args.check:
+        given = [n for n in _EXPORT_ONLY if getattr(args, n) != _DEFAULTS.get(n)]
+        if given:
+            flags = ", ".join("--" + n.replace("_", "-") for n in given)
+            raise FtedgeError(f"--check re-verifies a bundle and exports nothing: drop {flags}")
         return _check(args)
     from ftedge.export.bundle import ExportOptions, export_bundle, format_table, summary_rows
 

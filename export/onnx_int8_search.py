@@ -22,6 +22,7 @@ from typing import Any
 
 from ftedge.export.options import ExportOptions
 from ftedge.export.verify import EvalData, verify_artifact
+from ftedge.files import temp_prefix
 from ftedge.runtime.manifest import Artifact, Manifest
 
 ONNX_INT8 = "onnx/model.int8.onnx"
@@ -39,7 +40,7 @@ def onnx_int8(
 ) -> Artifact:
     """u8s8 Q/DQ INT8; over budget -> keep the most sensitive nodes float (fewest that fit)."""
     art = _int8_artifact(fp32, calib, opts)
-    cache_dir = Path(tempfile.mkdtemp(prefix="ftedge-calib-"))
+    cache_dir = Path(tempfile.mkdtemp(prefix=temp_prefix("ftedge-calib")))
     try:
         search = _Search(bundle_dir, manifest, fp32, calib, data, opts, art, cache_dir / "r.json")
         return search.run()

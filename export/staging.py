@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from ftedge.files import mkdtemp_beside
 def staging_dir(dest: Path) -> Iterator[Path]:
     """A temporary directory beside ``dest``, removed if the block raises (or is interrupted)."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = mkdtemp_beside(dest, prefix=f".{dest.name}.tmp-")
+    tmp = mkdtemp_beside(dest)
     try:
         yield tmp
     except BaseException:
@@ -32,11 +31,13 @@ def staging_dir(dest: Path) -> Iterator[Path]:
 
 def copy_bundle(source: Path, tmp: Path) -> None:
     """Copy an existing bundle into the staging directory (leftover staging dirs excluded)."""
-    shutil.copytree(source, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".*.tmp"))
+    shutil.copytree(
+        source, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".*.tmp", "*ftedge-tmp-*")
+    )
 
 
-def swap_into_place(tmp: Path, dest: Path) -> None:
-    """Atomically replace ``dest`` with ``tmp`` (the old bundle is removed after the swap)."""
+def check_destination(dest: Path) -> None:
+    """``dest`` is absent, an empty folder or a bundle: anything else is never replaced."""
     if dest.exists() or dest.is_symlink():
         if dest.is_symlink() or dest.is_file():
             raise FtedgeError(f"--out {dest} exists and is not a bundle directory")
@@ -44,7 +45,13 @@ def swap_into_place(tmp: Path, dest: Path) -> None:
             raise FtedgeError(
                 f"--out {dest} exists and is not an ftedge bundle: refusing to replace it"
             )
-        old = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.old-"))
+
+
+def swap_into_place(tmp: Path, dest: Path) -> None:
+    """Atomically replace ``dest`` with ``tmp`` (the old bundle is removed after the swap)."""
+    if dest.exists() or dest.is_symlink():
+        check_destination(dest)  # again: it may have changed while the bundle was made
+        old = mkdtemp_beside(dest)
         os.replace(dest, old / "b")
         os.replace(tmp, dest)
         shutil.rmtree(old, ignore_errors=True)

@@ -157,16 +157,26 @@ def resolve_checkpoint(path: str | Path, which: Which = "best") -> Path:
 
 def read_checkpoint_meta(json_path: Path) -> CheckpointMeta:
     """The typed sidecar at ``json_path`` (see ``resolve_checkpoint``), or a one-line error."""
-    try:
-        doc = json.loads(json_path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise FtedgeError(f"unreadable checkpoint metadata {json_path}: {e}") from None
+    from ftedge.files import read_json
+
+    doc = read_json(json_path, "checkpoint metadata")
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise FtedgeError(f"{json_path} is not an ftedge checkpoint")
     try:
-        return CheckpointMeta.from_dict(doc)
-    except (KeyError, TypeError, ValueError) as e:
+        meta = CheckpointMeta.from_dict(doc)
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise FtedgeError(f"{json_path}: malformed checkpoint metadata ({e!r})") from None
+    # The files a sidecar names live beside it: a name that leads elsewhere is refused.
+    _beside(json_path, meta.weights, "weights")
+    _beside(json_path, meta.data.splits, "data.splits")
+    return meta
+
+
+def _beside(json_path: Path, name: str, field: str) -> None:
+    folder = json_path.parent.resolve()
+    target = (folder / name).resolve()
+    if not name or Path(name).is_absolute() or target.parent != folder:
+        raise FtedgeError(f"{json_path}: {field} {name!r} points outside {json_path.parent}")
 
 
 def read_meta(path: str | Path, which: Which = "best") -> dict[str, Any]:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import signal
 import sys
 import warnings
 from collections.abc import Sequence
@@ -51,6 +53,33 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
     return f"warning: {message}\n"
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the process is, so it unwinds exactly as Ctrl-C does: every
+    ``finally``/``except BaseException`` removes its temporary files and folders."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
+def _install_sigterm() -> None:
+    # Only the main thread may set handlers, and only a handler still at its default is
+    # replaced (an embedding application keeps its own).
+    try:
+        if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, _raise_terminated)
+    except ValueError:  # not the main thread
+        pass
+
+
+def _one_line(e: BaseException) -> str:
+    """An OSError the checks did not foresee, as the OS says it, with the path."""
+    if isinstance(e, OSError) and e.strerror:
+        where = f": {e.filename}" if e.filename is not None else ""
+        return f"{e.strerror}{where}"
+    return str(e).splitlines()[0] if str(e) else type(e).__name__
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -58,15 +87,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 1
     warnings.formatwarning = _one_line_warning
+    _install_sigterm()
     mod = importlib.import_module(SUBCOMMANDS[args.command])
     try:
         return int(mod.run(args) or 0)
     except FtedgeError as e:
         sys.stderr.write(f"ftedge {args.command}: error: {e}\n")
         return 1
+    except OSError as e:  # a path of the wrong kind, a full disk, a permission: one line
+        sys.stderr.write(f"ftedge {args.command}: error: {_one_line(e)}\n")
+        return 1
+    except Terminated:
+        sys.stderr.write("ftedge: terminated\n")
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         sys.stderr.write("ftedge: interrupted\n")
         return 130
+    except Exception as e:
+        # The last resort keeps the promise of one line; FTEDGE_DEBUG=1 shows the traceback.
+        if os.environ.get("FTEDGE_DEBUG"):
+            raise
+        sys.stderr.write(
+            f"ftedge {args.command}: internal error: {type(e).__name__}: {_one_line(e)} "
+            "(FTEDGE_DEBUG=1 shows where)\n"
+        )
+        return 1
 
 
 if __name__ == "__main__":

@@ -96,6 +96,7 @@ class TrainConfig:
     threads: int = opt(0, "torch CPU threads (0: torch default)")
 
     def __post_init__(self) -> None:
+        _check_finite(self)
         checks = [
             (self.epochs >= 1, f"--epochs must be >= 1 (got {self.epochs})"),
             (self.batch_size >= 1, f"--batch-size must be >= 1 (got {self.batch_size})"),
@@ -107,18 +108,65 @@ class TrainConfig:
             (0 < self.crop_scale <= 1, "--crop-scale must be in (0, 1]"),
             (self.val_fraction > 0 and self.test_fraction > 0, "split fractions must be > 0"),
             (self.val_fraction + self.test_fraction < 1, "val + test fractions must be < 1"),
-            (self.image_size is None or self.image_size >= 16, "--image-size must be >= 16"),
+            (
+                self.image_size is None or 16 <= self.image_size <= MAX_IMAGE_SIZE,
+                f"--image-size must be in [16, {MAX_IMAGE_SIZE}] (got {self.image_size})",
+            ),
+            (self.weight_decay >= 0, f"--weight-decay must be >= 0 (got {self.weight_decay})"),
+            (self.grad_clip >= 0, f"--grad-clip must be >= 0 (got {self.grad_clip})"),
+            (self.momentum >= 0, f"--momentum must be >= 0 (got {self.momentum})"),
+            (self.color_jitter >= 0, f"--color-jitter must be >= 0 (got {self.color_jitter})"),
+            (self.workers >= -1, f"--workers must be >= -1 (got {self.workers})"),
+            (self.threads >= 0, f"--threads must be >= 0 (got {self.threads})"),
+            (self.batch_size <= 1 << 16, f"--batch-size must be <= 65536 (got {self.batch_size})"),
             (all(h > 0 for h in self.head_hidden), "--head-hidden widths must be positive"),
             (self.patience >= 0 and self.warmup_epochs >= 0, "--patience/--warmup-epochs >= 0"),
         ]
         for ok, msg in checks:
             if not ok:
                 raise FtedgeError(msg)
+        if self.name is not None:
+            check_run_name(self.name)
+        _check_folder(self.out, "--out")
+        _check_folder(self.feature_cache_dir, "--feature-cache-dir")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["head_hidden"] = list(self.head_hidden)
         return d
+
+
+# Above this a frozen backbone's features no longer fit any machine's memory; real inputs are
+# 224-640 px.
+MAX_IMAGE_SIZE = 2048
+RESERVED_RUN_NAMES = frozenset({"latest", ".", ".."})
+
+
+def _check_finite(cfg: Any) -> None:
+    """Every float field is a real number (inf and nan train to NaN or never stop)."""
+    import math
+
+    for f in dataclasses.fields(cfg):
+        v = getattr(cfg, f.name)
+        if isinstance(v, float) and not math.isfinite(v):
+            raise FtedgeError(f"--{f.name.replace('_', '-')} must be a finite number (got {v})")
+
+
+def _check_folder(path: str | None, flag: str) -> None:
+    if path is not None and Path(path).exists() and not Path(path).is_dir():
+        raise FtedgeError(f"{flag} {path} is a file, expected a folder")
+
+
+def check_run_name(name: str) -> None:
+    """A run name is one plain folder name under --out: no path, no reserved or hidden name."""
+    import os
+
+    if not name or name in RESERVED_RUN_NAMES:
+        raise FtedgeError(f"--name {name!r} is reserved: choose another run name")
+    if "/" in name or os.sep in name or (os.altsep and os.altsep in name) or "\0" in name:
+        raise FtedgeError(f"--name {name!r} must be a plain folder name, not a path")
+    if name.startswith("."):
+        raise FtedgeError(f"--name {name!r} must not start with '.' (hidden names are ftedge's)")
 
 
 # -- generic machinery ---------------------------------------------------------------------
@@ -141,6 +189,7 @@ def _convert(value: Any, tp: Any, name: str) -> Any:
         if optional:
             return None
         raise FtedgeError(f"{name} cannot be empty")
+    _check_kind(value, base, name)
     try:
         if get_origin(base) is Literal:
             if value not in get_args(base):
@@ -165,6 +214,30 @@ def _convert(value: Any, tp: Any, name: str) -> Any:
         return base(value)
     except (TypeError, ValueError) as e:
         raise FtedgeError(f"invalid value {value!r} for {name}: {e}") from None
+
+
+def _check_kind(value: Any, base: Any, name: str) -> None:
+    """A YAML value of the wrong kind (``epochs: true``, ``name: {a: 1}``) is refused.
+
+    Command-line values are always strings and are parsed; YAML already typed them, and a
+    mapping, a list or a bool where a number or a name belongs is a mistake, not a value.
+    """
+    if get_origin(base) is tuple:
+        ok = isinstance(value, (str, int, list, tuple)) and not isinstance(value, bool)
+    elif base is bool:
+        ok = isinstance(value, (bool, str, int))
+    elif base in (int, float):
+        ok = isinstance(value, (int, float, str)) and not isinstance(value, bool)
+    else:  # str and Literal
+        ok = isinstance(value, (str, int, float)) and not isinstance(value, bool)
+    if not ok:
+        raise FtedgeError(f"invalid value {value!r} for {name}: expected {_kind_name(base)}")
+
+
+def _kind_name(base: Any) -> str:
+    if get_origin(base) is tuple:
+        return "a list of integers"
+    return {bool: "true or false", int: "an integer", float: "a number"}.get(base, "a string")
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
@@ -193,11 +266,13 @@ def _resolve(cls: type, name: str) -> Any:
 def load_yaml(path: str | Path) -> dict[str, Any]:
     import yaml
 
+    from ftedge.files import read_text
+
     p = Path(path)
     try:
-        data = yaml.safe_load(p.read_text()) or {}
-    except OSError as e:
-        raise FtedgeError(f"cannot read config {p}: {e.strerror}") from None
+        data = yaml.safe_load(read_text(p, "config")) or {}
+    except RecursionError:
+        raise FtedgeError(f"invalid YAML in {p}: nested too deeply") from None
     except yaml.YAMLError as e:
         raise FtedgeError(f"invalid YAML in {p}: {str(e).splitlines()[0]}") from None
     if not isinstance(data, dict):

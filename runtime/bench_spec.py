@@ -6,6 +6,7 @@ plain values: strings, numbers, tuples, lists and dicts.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -51,8 +52,8 @@ class BenchmarkOptions:
             raise FtedgeError(f"threads must be >= 1, got {self.threads}")
         if self.min_iters < 1 or self.warmup_iters < 0:
             raise FtedgeError("min-iters must be >= 1 and warmup-iters >= 0")
-        if self.min_seconds < 0 or self.warmup_seconds < 0:
-            raise FtedgeError("min-seconds and warmup-seconds must be >= 0")
+        if not all(0 <= s < math.inf for s in (self.min_seconds, self.warmup_seconds)):
+            raise FtedgeError("min-seconds and warmup-seconds must be finite and >= 0")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

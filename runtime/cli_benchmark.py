@@ -157,9 +157,27 @@ def _write_outputs(report: dict[str, Any], args: argparse.Namespace) -> None:
             print(f"wrote {f}", file=sys.stderr)
 
 
+def _check_outputs(args: argparse.Namespace) -> None:
+    """--json/--csv/--plot are of the right kind and none of them is an input, before any work."""
+    from pathlib import Path
+
+    from ftedge.files import check_output_kinds, check_output_not_input
+
+    check_output_kinds([("--json", args.json), ("--csv", args.csv)], [("--plot", args.plot)])
+    inputs = [Path(p) for p in (args.compare or [])]
+    for given in (args.bundle or "bundles/latest", args.model, args.images, args.torch_checkpoint):
+        if given is not None and Path(given).is_dir():
+            inputs += [p for p in Path(given).rglob("*") if p.is_file()]
+        elif given is not None:
+            inputs.append(Path(given))
+    outputs = [p for p in (args.json, args.csv) if p is not None]
+    check_output_not_input(outputs, inputs, "--json/--csv")
+
+
 def run(args: argparse.Namespace) -> int:
     from ftedge.runtime import report as rep
 
+    _check_outputs(args)
     if args.compare:
         if args.bundle or args.model:
             raise FtedgeError("--compare takes JSON files only (no bundle or --model)")

@@ -95,13 +95,9 @@ class FrameSource:
 
 
 def _read_image(path: Path) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
+    from ftedge.runtime.images import read_rgb
 
-    try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
-    except (OSError, UnidentifiedImageError, ValueError) as e:
-        raise FtedgeError(f"cannot read image {path}: {e}") from None
+    return read_rgb(path)  # as training reads it: EXIF orientation, 16-bit scaled
 
 
 class ImageSource(FrameSource):

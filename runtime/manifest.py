@@ -26,13 +26,14 @@ load unchanged (task "classification").
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
 from ftedge.errors import FtedgeError
-from ftedge.files import atomic_write_text, sha256_file
+from ftedge.files import atomic_write_text, read_json, sha256_file
 from ftedge.runtime.preprocess import PreprocessSpec
 from ftedge.runtime.schema_fields import Fields, check_bundle_path, inside
 from ftedge.runtime.tasks import TASKS, ClassificationOutput, OutputKind, OutputSpec
@@ -356,8 +357,10 @@ def preprocessing_from_fields(f: Fields) -> PreprocessSpec:
     stats = {}
     for key in ("mean", "std"):
         v = f.array(key)
-        if len(v) != 3 or not all(isinstance(x, (int, float)) for x in v):
-            raise f.fail(key, f"must be 3 numbers, got {v}")
+        if len(v) != 3 or not all(
+            isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v
+        ):
+            raise f.fail(key, f"must be 3 finite numbers, got {v}")
         stats[key] = tuple(float(x) for x in v)
     if any(s == 0 for s in stats["std"]):
         raise f.fail("std", f"must be non-zero, got {list(stats['std'])}")
@@ -442,10 +445,7 @@ class Manifest:
         path = p if p.is_file() else p / MANIFEST_NAME
         if not path.is_file():
             raise FtedgeError(f"not a bundle: {path} does not exist (run 'ftedge export' first)")
-        try:
-            d = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise FtedgeError(f"unreadable manifest {path}: {e}") from None
+        d = read_json(path, "manifest")
         if not isinstance(d, dict) or "schema_version" not in d:
             raise FtedgeError(f"{path} is not an ftedge manifest (no schema_version)")
         manifest = cls.from_dict(d, str(path))

@@ -163,11 +163,24 @@ class _LoopOptions:
     keep_results: bool
 
 
-def _check_limits(topk: int, max_frames: int | None) -> None:
+def _check_limits(topk: int, max_frames: int | None, timeout_s: float) -> None:
     if not isinstance(topk, int) or topk < 1:
         raise FtedgeError(f"topk must be a positive integer, got {topk!r}")
     if max_frames is not None and max_frames < 1:
         raise FtedgeError(f"max_frames must be >= 1, got {max_frames}")
+    if not (isinstance(timeout_s, (int, float)) and math.isfinite(timeout_s) and timeout_s > 0):
+        raise FtedgeError(f"timeout must be a positive number of seconds, got {timeout_s!r}")
+
+
+def _inputs(src: FrameSource, clf: Classifier) -> list[Path]:
+    """The files a run reads: the source images or video, and the bundle's own files."""
+    files = [Path(f) for f in getattr(src, "files", [])]
+    if src.kind == "video":
+        files.append(Path(src.source))
+    bundle = getattr(clf, "bundle_dir", None)
+    if bundle is not None:
+        files += [p for p in Path(bundle).rglob("*") if p.is_file()]
+    return files
 
 
 def _loop(
@@ -237,7 +250,7 @@ def predict(
     until the stream ends or Ctrl-C). ``on_result`` is called for every frame as it is done;
     ``keep_results=False`` keeps memory flat on endless camera runs.
     """
-    _check_limits(topk, max_frames)
+    _check_limits(topk, max_frames, timeout_s)
     src = open_source(source, timeout_s=timeout_s)  # before loading: a bad source fails fast
     own = not isinstance(bundle, Classifier)
     try:
@@ -258,7 +271,7 @@ def predict(
     out = PredictWriters(save, json_path)
     start = time.perf_counter()
     try:
-        out.open()
+        out.open(src, _inputs(src, clf))
         totals = _loop(clf, src, out, _LoopOptions(topk, max_frames, on_result, keep_results))
         seconds = time.perf_counter() - start
         summary = _summary(clf, src, totals, out.saved, seconds)

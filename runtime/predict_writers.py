@@ -70,17 +70,20 @@ class VideoWriter:
             self._writer = None
 
 
+def _image_out(path: Path) -> Path:
+    """The file an annotated image is written to: palette/grayscale formats become PNG."""
+    return path.with_suffix(".png") if path.suffix.lower() in (".gif", ".pgm") else path
+
+
 def save_image(rgb: np.ndarray, path: Path) -> Path:
     """Write ``rgb`` at ``path`` in its format (palette/grayscale formats become PNG)."""
     from PIL import Image
 
+    path = _image_out(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     im = Image.fromarray(rgb, "RGB")
     if path.suffix.lower() in (".jpg", ".jpeg"):
         im.save(path, quality=95)
-    elif path.suffix.lower() in (".gif", ".pgm"):  # palette / grayscale formats: keep colour
-        path = path.with_suffix(".png")
-        im.save(path)
     else:
         im.save(path)
     return path
@@ -89,7 +92,7 @@ def save_image(rgb: np.ndarray, path: Path) -> Path:
 def save_path(save: Path, source: FrameSource, frame: Frame) -> Path:
     """Where the annotated copy of ``frame`` goes under ``save``."""
     if isinstance(source, ImageSource):
-        return save / source.relative(Path(frame.name))
+        return _image_out(save / source.relative(Path(frame.name)))
     if source.kind == "camera":
         return save / f"camera{source.source}.mp4"
     if source.kind in ("stream", "gstreamer"):
@@ -107,8 +110,27 @@ class PredictWriters:
         self._json: IO[str] | None = None
         self._video: VideoWriter | None = None
 
-    def open(self) -> None:
-        """Open the JSON lines file (its folder made), or take stdout for ``"-"``."""
+    def planned(self, source: FrameSource) -> list[Path]:
+        """Every file this run will write, known before the first frame."""
+        out = []
+        if self.json_path is not None and str(self.json_path) != "-":
+            out.append(Path(self.json_path).expanduser())
+        if self.save_dir is not None:
+            if isinstance(source, ImageSource):
+                names = [Frame(np.zeros((1, 1, 3), np.uint8), "rgb", str(f)) for f in source.files]
+            else:
+                names = [Frame(np.zeros((1, 1, 3), np.uint8), "bgr", source.source, 0)]
+            out += [save_path(self.save_dir, source, f) for f in names]
+        return out
+
+    def open(self, source: FrameSource, inputs: list[Path]) -> None:
+        """Check the outputs against the inputs and their kinds, then open the JSON lines file
+        (its folder made), or take stdout for ``"-"``. Nothing is written before the checks."""
+        from ftedge.files import check_output_kinds, check_output_not_input
+
+        check_output_kinds([("--json", self.json_path)], [("--save", self.save_dir)])
+        planned = self.planned(source)
+        check_output_not_input(planned, inputs, "--save/--json")
         if self.json_path is None:
             return
         if str(self.json_path) == "-":

@@ -140,11 +140,13 @@ def preprocess(frame: np.ndarray, spec: PreprocessSpec, color: ColorOrder = "rgb
 
 def preprocess_file(path: str, spec: PreprocessSpec) -> np.ndarray:
     """An image file -> CHW float32 network input (grayscale becomes 3 channels)."""
-    with Image.open(path) as im:
-        return normalize(resize_crop(im.convert("RGB"), spec), spec)
+    from ftedge.runtime.images import open_rgb
+
+    return normalize(resize_crop(open_rgb(path), spec), spec)
 
 
 def load_uint8_crop(path: str, spec: PreprocessSpec) -> np.ndarray:
     """An image file -> HWC uint8 RGB at network resolution (input of baked-preprocess models)."""
-    with Image.open(path) as im:
-        return resize_crop(im.convert("RGB"), spec)
+    from ftedge.runtime.images import open_rgb
+
+    return resize_crop(open_rgb(path), spec)

@@ -76,13 +76,12 @@ def write_json(report: dict[str, Any], path: str | os.PathLike[str]) -> Path:
 
 def load_report(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a ``--json`` file, checking it is a benchmark report this version understands."""
+    from ftedge.files import read_json
+
     p = Path(path)
-    try:
-        d = json.loads(p.read_text())
-    except FileNotFoundError:
-        raise FtedgeError(f"{p} does not exist") from None
-    except (OSError, json.JSONDecodeError) as e:
-        raise FtedgeError(f"{p} is not readable JSON: {e}") from None
+    if not p.exists():
+        raise FtedgeError(f"{p} does not exist")
+    d = read_json(p, "benchmark report")
     if not isinstance(d, dict) or "schema_version" not in d or "results" not in d:
         raise FtedgeError(f"{p} is not an ftedge benchmark report (no schema_version/results)")
     if int(d["schema_version"]) > SCHEMA_VERSION:

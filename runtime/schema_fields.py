@@ -9,6 +9,7 @@ Used by ``ftedge.runtime.manifest`` only; kept apart so the schema reads as data
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, TypeVar
@@ -60,6 +61,8 @@ class Fields:
         value = self.get(key, default)
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
             raise self.fail(key, f"must be a number, got {_kind(value)}")
+        if value is not None and not math.isfinite(value):  # JSON's NaN/Infinity extensions
+            raise self.fail(key, f"must be a finite number, got {value}")
         return None if value is None else float(value)
 
     def choice(self, key: str, allowed: Sequence[T], default: Any = _MISSING) -> T:

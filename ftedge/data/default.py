@@ -47,7 +47,7 @@ def materialize_default(dest: str | Path | None = None) -> Path:
     classes = [str(c) for c in arrays["classes"]]
     dest.parent.mkdir(parents=True, exist_ok=True)
     # Build beside the destination and rename at the end: a killed run never leaves half a set.
-    tmp = mkdtemp_beside(dest, prefix=f".{dest.name}.")
+    tmp = mkdtemp_beside(dest)
     try:
         for split in ("train", "val", "test"):
             images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]

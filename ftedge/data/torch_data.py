@@ -7,10 +7,10 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
-from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
 from ftedge.data.folders import DatasetSplits, Sample
+from ftedge.runtime.images import open_rgb
 
 
 class ImageDataset(Dataset[tuple[torch.Tensor, int]]):
@@ -26,8 +26,8 @@ class ImageDataset(Dataset[tuple[torch.Tensor, int]]):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         s = self.samples[i]
-        with Image.open(self.splits.abspath(s)) as im:
-            return self.transform(im), s.label
+        # The one image-opening path of train, predict and export (EXIF, 16-bit, size limit).
+        return self.transform(open_rgb(self.splits.abspath(s))), s.label
 
 
 class EpochShardSampler(Sampler[int]):

@@ -144,14 +144,14 @@ def materialise_default_detection_data(dest: str | Path | None = None) -> Path:
         return dest
     tiles = load_tree_tiles()
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = mkdtemp_beside(dest, prefix=f".{dest.name}.")
+    tmp = mkdtemp_beside(dest)
     old = None
     try:
         _write_yolo(tiles, tmp)
         body = {"asset_sha256": sha, "counts": tiles.counts()}
         atomic_write_text(tmp / STAMP, json.dumps(body, indent=1) + "\n")
         if dest.exists():  # a stale or partial copy: move it aside, swap, then delete it
-            old = mkdtemp_beside(dest, prefix=f".{dest.name}.old.")
+            old = mkdtemp_beside(dest)
             os.replace(dest, old / dest.name)
         os.replace(tmp, dest)
     except BaseException:

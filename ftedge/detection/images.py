@@ -64,7 +64,6 @@ def image_sizes(
 
 def open_rgb(path: str | Path) -> Image.Image:
     """The image as displayed (EXIF orientation applied), as RGB, fully loaded."""
-    from PIL import Image, ImageOps
+    from ftedge.runtime.images import open_rgb as _open
 
-    with Image.open(path) as im:
-        return ImageOps.exif_transpose(im).convert("RGB")
+    return _open(path)

@@ -62,8 +62,10 @@ class SplitCache:
     targets_flip: list[Targets] | None = None
 
 
-def train_detector(cfg: TrainConfig) -> DetectResult:
-    """Train a detector per ``cfg`` (``cfg.task == "detect"``); see the module docstring."""
+def train_detector(cfg: TrainConfig, *, exist_ok: bool = False) -> DetectResult:
+    """Train a detector per ``cfg`` (``cfg.task == "detect"``); see the module docstring.
+
+    ``exist_ok`` replaces a finished run of the same name (otherwise refused)."""
     from ftedge.training import distributed as dist
     from ftedge.training.setup import configure_torch
 
@@ -86,12 +88,15 @@ def train_detector(cfg: TrainConfig) -> DetectResult:
     test_c = _cache(backbone, data.test, meta, grid, device)
     feature_seconds = time.perf_counter() - t0
 
-    run_dir = _start_run_dir(cfg, data)
+    run_dir = _start_run_dir(cfg, data, exist_ok)
     layers = DetectionLayers(meta.detector).to(device)
     history, best = _fit(cfg, layers, train_c, val_c, grid, meta, backbone, run_dir)
     from ftedge.detection.results import finish
 
     metrics = finish(run_dir, layers, test_c, grid, data, history, best, feature_seconds)
+    from ftedge.training.run_dir import release_run_dir
+
+    release_run_dir(run_dir)
     return DetectResult(run_dir, metrics)
 
 
@@ -157,14 +162,14 @@ def _targets(grid: Grid, boxes: np.ndarray, labels: np.ndarray) -> Targets:
     return assign(grid, torch.from_numpy(boxes), torch.from_numpy(labels))
 
 
-def _start_run_dir(cfg: TrainConfig, data: DetectionDataset) -> Path:
+def _start_run_dir(cfg: TrainConfig, data: DetectionDataset, exist_ok: bool) -> Path:
     import json
 
     from ftedge.config import save_yaml
     from ftedge.files import atomic_write_text, point_latest
     from ftedge.training.run_dir import new_run_dir
 
-    run_dir = new_run_dir(cfg)
+    run_dir = new_run_dir(cfg, exist_ok)
     save_yaml(cfg, run_dir / "config.yaml")
     splits = {name: [s.path for s in data.split(name)] for name in ("train", "val", "test")}
     atomic_write_text(run_dir / "splits.json", json.dumps(splits, indent=1) + "\n")

@@ -26,6 +26,11 @@ def add_parser(sub: Any) -> None:
         help="continue a killed run from its last completed epoch (default: runs/latest); "
         "its saved config is used",
     )
+    p.add_argument(
+        "--exist-ok",
+        action="store_true",
+        help="replace a finished run of the same --name (otherwise refused)",
+    )
     add_config_arguments(p, TrainConfig)
 
 
@@ -41,8 +46,9 @@ def run(args: argparse.Namespace) -> int:
         given = [
             f.name for f in dataclasses.fields(TrainConfig) if getattr(args, f.name) is not None
         ]
-        if given or args.config:
-            flags = ", ".join("--" + n.replace("_", "-") for n in given) or "--config"
+        given += ["config"] * bool(args.config) + ["exist_ok"] * bool(args.exist_ok)
+        if given:
+            flags = ", ".join("--" + n.replace("_", "-") for n in given)
             raise FtedgeError(f"--resume continues the run with its saved config: drop {flags}")
         run_dir = Path(args.resume)
         if not run_dir.is_dir():
@@ -52,8 +58,8 @@ def run(args: argparse.Namespace) -> int:
         yaml_values = load_yaml(args.config) if args.config else {}
         cfg = build_config(TrainConfig, with_task_defaults(yaml_values, vars(args)), vars(args))
         if cfg.task == "detect":
-            return _train_detector(cfg)
-        result = train(cfg)
+            return _train_detector(cfg, args.exist_ok)
+        result = train(cfg, exist_ok=args.exist_ok)
     if result.metrics.get("world_size", 1) == 1 or _is_rank0():
         print_summary(result, file=sys.stdout)
     return 0
@@ -65,10 +71,10 @@ def _is_rank0() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
 
-def _train_detector(cfg: Any) -> int:
+def _train_detector(cfg: Any, exist_ok: bool) -> int:
     from ftedge.detection.train import train_detector
 
-    result = train_detector(cfg)
+    result = train_detector(cfg, exist_ok=exist_ok)
     test = result.metrics["test"]
     print(
         f"run {result.run_dir}: test mAP {test['map']:.3f}  AP50 {test['ap50']:.3f}  "

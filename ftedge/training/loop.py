@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from ftedge.data.folders import DatasetSplits, scan_image_folder
 from ftedge.data.torch_data import EpochShardSampler
 from ftedge.data.transforms import eval_transform, train_transform
 from ftedge.errors import FtedgeError
+from ftedge.files import point_latest
 from ftedge.models import FtedgeClassifier, HeadSpec, build_classifier, resolve_backbone
 from ftedge.runtime.preprocess import PreprocessSpec
 from ftedge.training import distributed as dist
@@ -38,8 +40,14 @@ from ftedge.training.results import (
     evaluate_on_test,
     write_results,
 )
-from ftedge.training.resume import BestSoFar, EpochRecord, TrainState, restore
-from ftedge.training.run_dir import load_run_config, start_run_dir
+from ftedge.training.resume import BestSoFar, EpochRecord, TrainState, check_resumable, restore
+from ftedge.training.run_dir import (
+    check_run_dir_free,
+    load_run_config,
+    lock_run_dir,
+    release_run_dir,
+    start_run_dir,
+)
 from ftedge.training.setup import (
     EpochMode,
     amp_dtype,
@@ -62,15 +70,20 @@ class TrainResult:
         return float(self.metrics["test"]["accuracy"])
 
 
-def train(cfg: TrainConfig | None = None, *, resume: str | Path | None = None) -> TrainResult:
+def train(
+    cfg: TrainConfig | None = None, *, resume: str | Path | None = None, exist_ok: bool = False
+) -> TrainResult:
     """Fine-tune per ``cfg``, or continue the killed run in directory ``resume``.
 
     A resumed run uses the config saved in its directory, so give one or the other. Build a
     config from keyword arguments: ``train(TrainConfig(data="photos/", epochs=10))``.
+    ``exist_ok`` replaces a finished run of the same name (otherwise refused).
     Under torchrun every process calls this; rank 0 writes the files.
     """
     ddp = dist.init()
     cfg, run_dir = _resolve(cfg, resume)
+    if run_dir is None:
+        check_run_dir_free(Path(cfg.out), cfg.name, exist_ok)  # before any work is done
     device = configure_torch(cfg, ddp)
 
     splits = scan_image_folder(
@@ -84,7 +97,7 @@ def train(cfg: TrainConfig | None = None, *, resume: str | Path | None = None) -
     mode = choose_epoch_mode(cfg)
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model.to(device=device, memory_format=memory_format)
-    run_dir = run_dir or start_run_dir(cfg, splits)
+    run_dir = run_dir or start_run_dir(cfg, splits, exist_ok)
     optimizer = make_optimizer(model, cfg, device)
     amp = amp_dtype(cfg, device)
     scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
@@ -117,6 +130,7 @@ def train(cfg: TrainConfig | None = None, *, resume: str | Path | None = None) -
         write_results(run_dir, metrics, splits.classes)
     dist.barrier()
     dist.shutdown()
+    release_run_dir(run_dir)
     return TrainResult(run_dir, metrics)
 
 
@@ -126,6 +140,11 @@ def _resolve(cfg: TrainConfig | None, resume: str | Path | None) -> tuple[TrainC
         if cfg is not None:
             raise FtedgeError("a resumed run uses its saved config: pass a config or resume")
         run_dir = Path(resume).resolve()
+        # Checked before any data is scanned or a feature computed: a run stopped before its
+        # first epoch, or whose last checkpoint does not match its sha256, fails at once.
+        check_resumable(run_dir)
+        if dist.rank() == 0:
+            lock_run_dir(run_dir)
         return load_run_config(run_dir), run_dir
     if cfg is None:
         raise FtedgeError("train() needs a TrainConfig (or resume=RUN_DIR)")
@@ -242,6 +261,11 @@ def _run_epochs(run: _Run, progress: _Progress) -> _Progress:
         # Seed per epoch (not once): a resumed run replays epoch e exactly.
         torch.manual_seed(cfg.seed * 7919 + epoch)
         tr = run.source.train_epoch(learner, run.optimizer, epoch)
+        if not math.isfinite(tr.loss):
+            raise FtedgeError(
+                f"training diverged at epoch {epoch}: the loss is {tr.loss} "
+                "(lower --lr, or set --grad-clip)"
+            )
         va = run.source.validate(run.model)
         record = EpochRecord(
             epoch=epoch,
@@ -287,6 +311,7 @@ def _save_epoch(
         scaler=scaler.state_dict() if scaler is not None else {},
     )
     save_checkpoint(run.run_dir / "last", run.model, meta, train_state=state.to_dict())
+    point_latest(run.run_dir)  # from its first saved epoch on, the run can be resumed/exported
 
 
 # -- results ----------------------------------------------------------------------------------

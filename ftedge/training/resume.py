@@ -88,6 +88,30 @@ def state_path(run_dir: Path) -> Path:
     return run_dir / "last.state.pt"
 
 
+def check_resumable(run_dir: Path) -> None:
+    """A completed epoch is saved and ``last.safetensors`` matches the sha256 in ``last.json``.
+
+    A half-written or swapped weights file is refused here, before anything is recomputed.
+    """
+    from ftedge.checkpoint import read_checkpoint_meta
+    from ftedge.files import sha256_file
+
+    if not (run_dir / "config.yaml").is_file():
+        raise FtedgeError(f"cannot resume: {run_dir} is not a run directory (no config.yaml)")
+    last = run_dir / "last.json"
+    if not last.is_file() or not state_path(run_dir).is_file():
+        raise FtedgeError(
+            f"cannot resume {run_dir}: it was stopped before its first epoch was saved "
+            "(start it again)"
+        )
+    meta = read_checkpoint_meta(last)
+    weights = run_dir / meta.weights
+    if not weights.is_file() or sha256_file(weights) != meta.weights_sha256:
+        raise FtedgeError(
+            f"cannot resume {run_dir}: {weights.name} does not match the sha256 in last.json"
+        )
+
+
 def load_train_state(run_dir: Path) -> TrainState:
     """The state saved with the run's last completed epoch, or a one-line error."""
     path = state_path(run_dir)
