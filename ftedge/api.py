@@ -40,6 +40,7 @@ def train(
     *,
     config: str | Path | None = None,
     resume: str | Path | None = None,
+    exist_ok: bool = False,
     **options: Any,
 ) -> TrainResult | DetectResult:
     """Fine-tune a pretrained backbone with a new head; returns the run directory and metrics.
@@ -48,7 +49,8 @@ def train(
     None trains on the built-in sample. ``config``: a YAML file of options. ``options``: any
     ``TrainConfig`` field (``epochs=10``, ``model="tv:mobilenet_v3_large"``, ``lr=0.01``...),
     overriding the YAML file, as flags do on the command line. ``resume``: a killed run's
-    directory, continued with its saved config (give no other option then).
+    directory, continued with its saved config (give no other option then). ``exist_ok``:
+    replace a finished run of the same ``name`` (otherwise refused).
     ``task="detect"`` trains an object detector on a YOLO / COCO / VOC folder (or the built-in
     tree crowns) and returns a ``DetectResult`` (test mAP instead of accuracy).
     """
@@ -56,7 +58,7 @@ def train(
     from ftedge.training.loop import train as run_training
 
     if resume is not None:
-        if data is not None or config is not None or options:
+        if data is not None or config is not None or options or exist_ok:
             raise FtedgeError("resume continues a run with its saved config: give no other option")
         return run_training(resume=resume)
     _check_names(options, TrainConfig, "train")
@@ -68,8 +70,8 @@ def train(
     if cfg.task == "detect":
         from ftedge.detection.train import train_detector
 
-        return train_detector(cfg)
-    return run_training(cfg)
+        return train_detector(cfg, exist_ok=exist_ok)
+    return run_training(cfg, exist_ok=exist_ok)
 
 
 MODEL_SUFFIXES = (".onnx", ".xml", ".plan", ".engine")

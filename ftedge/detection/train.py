@@ -77,6 +77,9 @@ def train_detector(cfg: TrainConfig, *, exist_ok: bool = False) -> DetectResult:
             "detection trains on cached features of a frozen backbone: drop "
             "--unfreeze / --augment on / --cache-features off"
         )
+    from ftedge.training.run_dir import check_run_dir_free
+
+    check_run_dir_free(Path(cfg.out), cfg.name, exist_ok)  # before any work is done
     device = configure_torch(cfg, ddp)
     data = _load_data(cfg)
     size = cfg.image_size or DEFAULT_INPUT_SIZE
@@ -166,14 +169,13 @@ def _start_run_dir(cfg: TrainConfig, data: DetectionDataset, exist_ok: bool) -> 
     import json
 
     from ftedge.config import save_yaml
-    from ftedge.files import atomic_write_text, point_latest
+    from ftedge.files import atomic_write_text
     from ftedge.training.run_dir import new_run_dir
 
     run_dir = new_run_dir(cfg, exist_ok)
     save_yaml(cfg, run_dir / "config.yaml")
     splits = {name: [s.path for s in data.split(name)] for name in ("train", "val", "test")}
     atomic_write_text(run_dir / "splits.json", json.dumps(splits, indent=1) + "\n")
-    point_latest(run_dir)
     return run_dir
 
 
@@ -230,6 +232,10 @@ def _fit(
             best = rec
             done = dataclasses.replace(meta, epoch=epoch, val_map=rec.val_map)
             save_detection_checkpoint(run_dir / "best", Detector(backbone, layers), done)
+            if len(history) == 1:
+                from ftedge.files import point_latest
+
+                point_latest(run_dir)  # from its first checkpoint on, the run can be exported
         bar.set_postfix(
             loss=f"{loss:.3f}", val_map=f"{rec.val_map:.3f}", best=f"{best.val_map:.3f}"
         )
