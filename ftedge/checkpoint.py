@@ -12,9 +12,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import torch
 from torch import nn
@@ -27,6 +28,7 @@ from ftedge.models.registry import BackboneSource
 from ftedge.runtime.preprocess import PreprocessSpec
 
 FORMAT = "ftedge-checkpoint"
+T = TypeVar("T")
 VERSION = 1
 
 Which = Literal["best", "last"]
@@ -155,24 +157,31 @@ def resolve_checkpoint(path: str | Path, which: Which = "best") -> Path:
     return p
 
 
-def read_checkpoint_meta(json_path: Path) -> CheckpointMeta:
-    """The typed sidecar at ``json_path`` (see ``resolve_checkpoint``), or a one-line error."""
+def read_sidecar(
+    json_path: Path, fmt: str, parse: Callable[[dict[str, Any]], T], what: str = "ftedge checkpoint"
+) -> T:
+    """A checkpoint sidecar of format ``fmt`` parsed by ``parse``, or a one-line error."""
     from ftedge.files import read_json
 
     doc = read_json(json_path, "checkpoint metadata")
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise FtedgeError(f"{json_path} is not an ftedge checkpoint")
+    if not isinstance(doc, dict) or doc.get("format") != fmt:
+        raise FtedgeError(f"{json_path} is not an {what}")
     try:
-        meta = CheckpointMeta.from_dict(doc)
+        return parse(doc)
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise FtedgeError(f"{json_path}: malformed checkpoint metadata ({e!r})") from None
+
+
+def read_checkpoint_meta(json_path: Path) -> CheckpointMeta:
+    """The typed sidecar at ``json_path`` (see ``resolve_checkpoint``), or a one-line error."""
+    meta = read_sidecar(json_path, FORMAT, CheckpointMeta.from_dict)
     # The files a sidecar names live beside it: a name that leads elsewhere is refused.
-    _beside(json_path, meta.weights, "weights")
-    _beside(json_path, meta.data.splits, "data.splits")
+    beside(json_path, meta.weights, "weights")
+    beside(json_path, meta.data.splits, "data.splits")
     return meta
 
 
-def _beside(json_path: Path, name: str, field: str) -> None:
+def beside(json_path: Path, name: str, field: str) -> None:
     folder = json_path.parent.resolve()
     target = (folder / name).resolve()
     if not name or Path(name).is_absolute() or target.parent != folder:

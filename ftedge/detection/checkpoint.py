@@ -18,7 +18,6 @@ from torch import nn
 
 from ftedge import __version__
 from ftedge.detection.model import DetectorSpec
-from ftedge.errors import FtedgeError
 from ftedge.files import atomic_write_text, atomic_write_with, sha256_file
 from ftedge.models.registry import BackboneSource
 from ftedge.runtime.preprocess import PreprocessSpec
@@ -96,14 +95,11 @@ def save_detection_checkpoint(
 
 
 def read_detection_meta(json_path: Path) -> DetectionCheckpointMeta:
-    """The typed sidecar, or a one-line error."""
-    try:
-        doc = json.loads(json_path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise FtedgeError(f"unreadable checkpoint metadata {json_path}: {e}") from None
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise FtedgeError(f"{json_path} is not an ftedge detection checkpoint")
-    try:
-        return DetectionCheckpointMeta.from_dict(doc)
-    except (KeyError, TypeError, ValueError) as e:
-        raise FtedgeError(f"{json_path}: malformed checkpoint metadata ({e!r})") from None
+    """The typed sidecar (its weights file beside it), or a one-line error."""
+    from ftedge.checkpoint import beside, read_sidecar
+
+    meta = read_sidecar(
+        json_path, FORMAT, DetectionCheckpointMeta.from_dict, "ftedge detection checkpoint"
+    )
+    beside(json_path, meta.weights, "weights")
+    return meta
