@@ -90,19 +90,7 @@ def train(cfg: TrainConfig | None = None, *, resume: str | Path | None = None) -
     sampler = EpochShardSampler(
         len(splits.train), seed=cfg.seed, rank=ddp.rank, world_size=ddp.world_size
     )
-    schedule = make_schedule(
-        batch_size=cfg.batch_size,
-        epochs=cfg.epochs,
-        patience=cfg.patience,
-        min_steps=cfg.min_steps,
-        n_train=len(sampler),
-        n_val=len(splits.val),
-        num_classes=len(splits.classes),
-    )
-    # The recipe this run follows: the user's config with the data-size rules applied.
-    run_cfg = dataclasses.replace(
-        cfg, batch_size=schedule.batch_size, epochs=schedule.epochs, patience=schedule.patience
-    )
+    schedule, run_cfg = _schedule(cfg, len(sampler), splits)
     amp = amp_dtype(cfg, device)
     scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
     data = _run_data(run_cfg, splits, meta.preprocessing, mode, device, ddp)
@@ -155,6 +143,25 @@ def _resolve(cfg: TrainConfig | None, resume: str | Path | None) -> tuple[TrainC
         raise FtedgeError("train() needs a TrainConfig (or resume=RUN_DIR)")
     resolve_backbone(cfg.model)  # a bad --model fails before any data is written or scanned
     return resolve_config(cfg), None
+
+
+def _schedule(
+    cfg: TrainConfig, n_train: int, splits: DatasetSplits
+) -> tuple[Schedule, TrainConfig]:
+    """The schedule for this data size, and the config with it applied (recipe.py)."""
+    schedule = make_schedule(
+        batch_size=cfg.batch_size,
+        epochs=cfg.epochs,
+        patience=cfg.patience,
+        min_steps=cfg.min_steps,
+        n_train=n_train,
+        n_val=len(splits.val),
+        num_classes=len(splits.classes),
+    )
+    run_cfg = dataclasses.replace(
+        cfg, batch_size=schedule.batch_size, epochs=schedule.epochs, patience=schedule.patience
+    )
+    return schedule, run_cfg
 
 
 def _build_model(
