@@ -60,7 +60,8 @@ def _blobs(n_per_class: int, seed: int, classes: int = 3, dim: int = 16):
 def test_tuner_keeps_the_candidate_with_the_best_validation_score():
     good = Candidate("lbfgs", 1e-2)
     useless = Candidate("adamw", 0.0, lr=1e-9, steps=1)  # left at its random start
-    train, val = _blobs(30, 0), _blobs(25, 1)  # 25 val per class: scored on val
+    with torch.inference_mode():  # as cached features are
+        train, val = _blobs(30, 0), _blobs(25, 1)  # 25 val per class: scored on val
     r = tune_head(train, val, 3, seed=0, grid=[useless, good])
     assert r.protocol == "val" and r.fit_on == "train"
     assert [s.candidate for s in r.scores] == [useless, good]

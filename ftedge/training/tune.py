@@ -281,5 +281,8 @@ def _tune(
 
 
 def _cpu(t: torch.Tensor) -> torch.Tensor:
-    """Tuning runs on CPU in float32: tiny matrices, and bit-reproducible there."""
-    return torch.as_tensor(t).detach().to("cpu", torch.float32 if t.is_floating_point() else None)
+    """Tuning runs on CPU in float32: tiny matrices, and bit-reproducible there.
+
+    A copy: cached features are inference-mode tensors, which autograd refuses to save.
+    """
+    return torch.as_tensor(t).to("cpu", torch.float32 if t.is_floating_point() else None).clone()
