@@ -84,6 +84,14 @@ class TrainConfig:
         0.15, "fraction of each class held out for test (when there is no test/ folder)"
     )
     patience: int = opt(8, "early stopping: epochs without val accuracy gain (0: off)")
+    min_steps: int = opt(
+        300,
+        "minimum optimizer steps: small data sets get smaller batches and more epochs (0: off)",
+    )
+    tune: Literal["auto", "off"] = opt(
+        "auto",
+        "head tuning on cached features: try a small grid of heads, keep the best by validation (k-fold when val is small); auto: on when features are cached",
+    )
     device: str = opt("auto", "auto, cpu, cuda or cuda:N")
     amp: Literal["auto", "bf16", "fp16", "off"] = opt(
         "auto", "mixed precision on CUDA; auto: bf16 where supported, else fp16 with a grad scaler"
@@ -121,6 +129,7 @@ class TrainConfig:
             (self.batch_size <= 1 << 16, f"--batch-size must be <= 65536 (got {self.batch_size})"),
             (all(h > 0 for h in self.head_hidden), "--head-hidden widths must be positive"),
             (self.patience >= 0 and self.warmup_epochs >= 0, "--patience/--warmup-epochs >= 0"),
+            (self.min_steps >= 0, f"--min-steps must be >= 0 (got {self.min_steps})"),
         ]
         for ok, msg in checks:
             if not ok:

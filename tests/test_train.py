@@ -26,7 +26,10 @@ from ftedge.errors import FtedgeError
 from ftedge.training.loop import train
 
 FIXTURES = Path(__file__).parent / "fixtures"
-BASE = dict(image_size=64, batch_size=16, workers=0, epochs=3, lr=1e-2, patience=0)
+# Fixed-length epoch runs: no minimum step count, no head tuning (tests/test_recipe.py has those).
+BASE = dict(
+    image_size=64, batch_size=16, workers=0, epochs=3, lr=1e-2, patience=0, min_steps=0, tune="off"
+)
 
 
 def _cfg(data, out, name, **kw) -> TrainConfig:
@@ -162,6 +165,8 @@ def _train_cmd(data: Path, out: Path, name: str) -> list[str]:
         "--augment",
         "on",
         "--patience",
+        "0",
+        "--min-steps",
         "0",
         "--threads",
         "1",

@@ -178,7 +178,12 @@ class CachedFeatures:
         return self._run(learner, *self.train, torch.tensor(order), optimizer)
 
     def validate(self, model: FtedgeClassifier) -> EpochStats:
-        return self._run(model.head, *self.val, torch.arange(len(self.val[1])), None)
+        return self.evaluate(model, "val")
+
+    def evaluate(self, model: FtedgeClassifier, name: SplitName) -> EpochStats:
+        """Loss and accuracy of the head on the cached train or val features."""
+        feats, labels = self.train if name == "train" else self.val
+        return self._run(model.head, feats, labels, torch.arange(len(labels)), None)
 
     def _run(
         self,

@@ -34,6 +34,7 @@ from ftedge.models import FtedgeClassifier, HeadSpec, build_classifier, resolve_
 from ftedge.runtime.preprocess import PreprocessSpec
 from ftedge.training import distributed as dist
 from ftedge.training.epochs import CachedFeatures, EpochSource, FullImages, RunData
+from ftedge.training.recipe import Schedule, make_schedule
 from ftedge.training.results import (
     METRICS_SCHEMA_VERSION,
     data_summary,
@@ -56,6 +57,7 @@ from ftedge.training.setup import (
     resolve_config,
 )
 from ftedge.training.steps import StepRunner, make_optimizer
+from ftedge.training.tuning import model_head_spec, tuned_epoch_record, tuning_for_run
 
 
 @dataclass(frozen=True)
@@ -98,27 +100,36 @@ def train(
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model.to(device=device, memory_format=memory_format)
     run_dir = run_dir or start_run_dir(cfg, splits, exist_ok)
-    optimizer = make_optimizer(model, cfg, device)
-    amp = amp_dtype(cfg, device)
-    scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
-    state = (
-        restore(run_dir, model, optimizer, scaler, (cfg.unfreeze, cfg.unfreeze_epoch))
-        if resume is not None
-        else None
-    )
-    data = _run_data(cfg, splits, meta.preprocessing, mode, device, ddp)
     sampler = EpochShardSampler(
         len(splits.train), seed=cfg.seed, rank=ddp.rank, world_size=ddp.world_size
     )
-    steps = StepRunner(cfg, device, memory_format, amp, scaler, -(-len(sampler) // cfg.batch_size))
+    schedule, run_cfg = _schedule(cfg, len(sampler), splits)
+    amp = amp_dtype(cfg, device)
+    scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
+    data = _run_data(run_cfg, splits, meta.preprocessing, mode, device, ddp)
+    steps = StepRunner(run_cfg, device, memory_format, amp, scaler, schedule.steps_per_epoch)
     source: EpochSource = (
         CachedFeatures(data, steps, sampler, model)
         if mode.cache_features
         else FullImages(data, steps, sampler)
     )
+    tuning = None
+    if isinstance(source, CachedFeatures) and cfg.tune == "auto" and ddp.world_size == 1:
+        tuning = _tuning(source, model, run_dir, cfg.seed, resumed=resume is not None)
+        meta = dataclasses.replace(meta, head=model_head_spec(model, meta.head))
+    optimizer = make_optimizer(model, cfg, device)
+    state = (
+        restore(run_dir, model, optimizer, scaler, (cfg.unfreeze, cfg.unfreeze_epoch))
+        if resume is not None
+        else None
+    )
 
-    run = _Run(cfg, run_dir, model, optimizer, steps, source, meta, device, ddp.rank == 0)
-    progress = _run_epochs(run, _progress_from(state, cfg, steps))
+    run = _Run(run_cfg, run_dir, model, optimizer, steps, source, meta, device, ddp.rank == 0)
+    run.schedule = schedule
+    if tuning is not None:
+        progress = _tuned_epoch(run, tuning) if state is None else _finished(state)
+    else:
+        progress = _run_epochs(run, _progress_from(state, run_cfg, steps))
 
     dist.barrier()  # rank 0 has written best.safetensors; every rank reads it (shared disk)
     from ftedge.models.registry import read_state_dict
@@ -126,6 +137,7 @@ def train(
     model.load_state_dict(read_state_dict(run_dir / "best.safetensors"))
     report = evaluate_on_test(model, source, data)
     metrics = _metrics(run, progress, report, mode, amp, splits, ddp.world_size)
+    metrics["tuning"] = tuning
     if run.main:
         write_results(run_dir, metrics, splits.classes)
     dist.barrier()
@@ -150,6 +162,25 @@ def _resolve(cfg: TrainConfig | None, resume: str | Path | None) -> tuple[TrainC
         raise FtedgeError("train() needs a TrainConfig (or resume=RUN_DIR)")
     resolve_backbone(cfg.model)  # a bad --model fails before any data is written or scanned
     return resolve_config(cfg), None
+
+
+def _schedule(
+    cfg: TrainConfig, n_train: int, splits: DatasetSplits
+) -> tuple[Schedule, TrainConfig]:
+    """The schedule for this data size, and the config with it applied (recipe.py)."""
+    schedule = make_schedule(
+        batch_size=cfg.batch_size,
+        epochs=cfg.epochs,
+        patience=cfg.patience,
+        min_steps=cfg.min_steps,
+        n_train=n_train,
+        n_val=len(splits.val),
+        num_classes=len(splits.classes),
+    )
+    run_cfg = dataclasses.replace(
+        cfg, batch_size=schedule.batch_size, epochs=schedule.epochs, patience=schedule.patience
+    )
+    return schedule, run_cfg
 
 
 def _build_model(
@@ -210,6 +241,7 @@ class _Run:
     meta: CheckpointMeta
     device: torch.device
     main: bool  # rank 0: writes the files
+    schedule: Schedule | None = None
 
     def learner(self) -> nn.Module:
         """The module that learns, compiled and DDP-wrapped as configured."""
@@ -225,6 +257,28 @@ class _Progress:
     history: list[EpochRecord] = field(default_factory=list)
     best: BestSoFar = field(default_factory=BestSoFar)
     stopped_early: bool = False
+
+
+def _tuning(
+    source: CachedFeatures, model: FtedgeClassifier, run_dir: Path, seed: int, resumed: bool
+) -> dict[str, Any]:
+    """Tune the head on the cached features (or, resuming, rebuild the head chosen before)."""
+    return tuning_for_run(source.train, source.val, model, run_dir, seed, resumed=resumed)
+
+
+def _tuned_epoch(run: _Run, tuning: dict[str, Any]) -> _Progress:
+    """The tuned head, fitted already, recorded as epoch 0 and saved as best and last."""
+    assert isinstance(run.source, CachedFeatures)
+    record, best = tuned_epoch_record(run.source, run.model, tuning)
+    progress = _Progress(0, [record], best)
+    if run.main:
+        _save_epoch(run, progress, 0, best.val_accuracy, True)
+    return progress
+
+
+def _finished(state: TrainState) -> _Progress:
+    """A resumed run whose training had finished: only the test is left."""
+    return _Progress(state.epoch + 1, list(state.history), state.best)
 
 
 def _progress_from(state: TrainState | None, cfg: TrainConfig, steps: StepRunner) -> _Progress:
@@ -276,9 +330,14 @@ def _run_epochs(run: _Run, progress: _Progress) -> _Progress:
             lr=run.optimizer.param_groups[0]["lr"],
             seconds=round(time.perf_counter() - t0, 3),
         )
-        improved = va.accuracy > progress.best.val_accuracy
         progress.history.append(record)
-        progress.best = progress.best.after(epoch, va.accuracy)
+        # Small val splits: rank epochs by the mean of the last few val accuracies (recipe.py).
+        window = run.schedule.smooth_val if run.schedule else 1
+        score = sum(e.val_accuracy for e in progress.history[-window:]) / len(
+            progress.history[-window:]
+        )
+        progress.best = progress.best.after(epoch, va.accuracy, va.loss, score)
+        improved = progress.best.epoch == epoch
         if run.main:
             _save_epoch(run, progress, epoch, va.accuracy, improved)
         bar.set_postfix(
@@ -349,4 +408,5 @@ def _metrics(
         "feature_seconds": round(extraction, 3),
         "total_seconds": round(extraction + sum(e.seconds for e in progress.history), 3),
         "batchnorm_folding": folding,  # cached features: BN pairs folded, max diff vs unfolded
+        "schedule": run.schedule.to_dict() if run.schedule else None,
     }

@@ -7,6 +7,7 @@ plain tensors and containers, and read back with ``weights_only=True`` (nothing 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,17 +39,35 @@ class EpochRecord:
 
 @dataclass(frozen=True)
 class BestSoFar:
-    """The best validation accuracy so far, its epoch, and epochs since it improved."""
+    """The best epoch so far: its val accuracy, its epoch, epochs since, and how it was ranked.
+
+    ``score`` is what ranks epochs (the val accuracy, or its mean over the last few epochs when
+    the val split is small, ``ftedge.training.recipe``); equal scores go to the lower val loss.
+    """
 
     val_accuracy: float = -1.0
     epoch: int = -1
     stale: int = 0
+    score: float = -1.0
+    val_loss: float = math.inf
 
-    def after(self, epoch: int, val_accuracy: float) -> BestSoFar:
-        """The record after ``epoch`` scored ``val_accuracy``."""
-        if val_accuracy > self.val_accuracy:
-            return BestSoFar(val_accuracy, epoch, 0)
+    def after(
+        self,
+        epoch: int,
+        val_accuracy: float,
+        val_loss: float = math.inf,
+        score: float | None = None,
+    ) -> BestSoFar:
+        """The record after ``epoch`` scored ``val_accuracy`` (and ``val_loss``, ``score``)."""
+        s = val_accuracy if score is None else score
+        if s > self.score or (s == self.score and val_loss < self.val_loss):
+            return BestSoFar(val_accuracy, epoch, 0, s, val_loss)
         return dataclasses.replace(self, stale=self.stale + 1)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> BestSoFar:
+        # States saved before scores existed ranked by val accuracy alone.
+        return cls(**({"score": d["val_accuracy"]} | d))
 
 
 @dataclass(frozen=True)
@@ -78,7 +97,7 @@ class TrainState:
             epoch=int(d["epoch"]),
             global_step=int(d["global_step"]),
             history=tuple(EpochRecord.from_dict(e) for e in d["history"]),
-            best=BestSoFar(**d["best"]),
+            best=BestSoFar.from_dict(d["best"]),
             optimizer=d["optimizer"],
             scaler=d["scaler"],
         )
