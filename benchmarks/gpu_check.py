@@ -242,7 +242,8 @@ def step_pytest(ctx: Ctx, step: Step) -> None:
 def train_cmd(ctx: Ctx, name: str, epochs: int, extra: list[str]) -> list[str]:
     """``ftedge train`` arguments (after ``-m ftedge``) for a run written to work/runs/NAME."""
     args = ["train", "--device", ctx.device, "--out", str(ctx.work / "runs"), "--name", name]
-    args += ["--epochs", str(epochs), "--patience", "0", "--seed", "0", *ctx.model]
+    args += ["--epochs", str(epochs), "--min-steps", "0", "--tune", "off", "--patience", "0"]
+    args += ["--seed", "0", *ctx.model]
     return args + list(ctx.train_extra) + extra
 
 

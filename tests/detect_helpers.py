@@ -12,9 +12,14 @@ COLOURS = ((230, 40, 40), (40, 200, 40), (40, 60, 230))
 
 
 def shape_image(
-    rng: np.random.Generator, width: int, height: int, max_objects: int = 3
+    rng: np.random.Generator,
+    width: int,
+    height: int,
+    max_objects: int = 3,
+    sizes: tuple[int, int] = (16, 44),
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(HWC uint8 image, boxes (N, 4) xyxy, labels (N,)): non-overlapping shapes."""
+    """(HWC uint8 image, boxes (N, 4) xyxy, labels (N,)): non-overlapping shapes whose side is
+    drawn from ``sizes``."""
     base = rng.integers(60, 200, size=3)
     noise = np.kron(rng.normal(0, 25, (height // 8 + 1, width // 8 + 1, 3)), np.ones((8, 8, 1)))
     img = base + noise[:height, :width] + rng.normal(0, 10, (height, width, 3))
@@ -23,7 +28,7 @@ def shape_image(
     boxes: list[list[int]] = []
     labels: list[int] = []
     for _ in range(int(rng.integers(1, max_objects + 1))):
-        s = int(rng.integers(16, 44))
+        s = int(rng.integers(*sizes))
         x, y = int(rng.integers(0, width - s)), int(rng.integers(0, height - s))
         if any(not (x + s < b[0] or b[2] < x or y + s < b[1] or b[3] < y) for b in boxes):
             continue

@@ -10,7 +10,18 @@ from pathlib import Path
 
 import pytest
 
-COMMON = ["--image-size", "64", "--epochs", "15", "--workers", "0", "--seed", "1"]
+COMMON = [
+    "--image-size",
+    "64",
+    "--epochs",
+    "15",
+    "--min-steps",
+    "0",
+    "--workers",
+    "0",
+    "--seed",
+    "1",
+]
 
 
 def _train(args: list[str], nproc: int, env: dict[str, str] | None = None) -> dict:
@@ -66,7 +77,7 @@ def test_torchrun_on_the_built_in_data_writes_it_once(tmp_path):
     """No --data: rank 0 writes the built-in dataset while rank 1 waits, then both scan it."""
     home = tmp_path / "home"
     args = ["--out", str(tmp_path), "--name", "ddp_default", "--image-size", "32"]
-    args += ["--epochs", "1", "--batch-size", "64", "--workers", "0"]
+    args += ["--epochs", "1", "--min-steps", "0", "--batch-size", "64", "--workers", "0"]
     m = _train(args, 2, env=os.environ | {"FTEDGE_HOME": str(home)})
     assert (tmp_path / "ddp_default" / "metrics.json").is_file()
     assert m["stderr"].count("writing the built-in dataset") == 1, m["stderr"][-3000:]

@@ -86,8 +86,10 @@ def test_runtime_detect_finds_drawn_objects_torch_free(shapes_bundle, tmp_path):
     for i, (w, h, color) in enumerate(
         [(128, 128, "rgb"), (200, 120, "bgr"), (96, 160, "rgb"), (256, 256, "bgr")]
     ):
-        img, boxes, labels = shape_image(rng, w, h, max_objects=2)
         scale = min(128 / w, 128 / h)
+        # Objects the size the model was trained on once letterboxed (24-40 input pixels).
+        sizes = (round(24 / scale), round(40 / scale))
+        img, boxes, labels = shape_image(rng, w, h, max_objects=2, sizes=sizes)
         path = tmp_path / f"f{i}.npy"
         np.save(path, img[..., ::-1] if color == "bgr" else img)
         frames.append({"path": str(path), "color": color})

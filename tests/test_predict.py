@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -202,7 +203,7 @@ def test_json_to_stdout(bundle: Path, capsys: pytest.CaptureFixture[str]) -> Non
     ],
 )
 def test_unopenable_source_is_one_line_exit_1(
-    bundle: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str], source: str, match: str
+    bundle: Path, tmp_path: Path, source: str, match: str
 ) -> None:
     if source == "BROKEN":
         source = str(tmp_path / "broken.mp4")
@@ -210,8 +211,26 @@ def test_unopenable_source_is_one_line_exit_1(
     elif source == "EMPTY":
         source = str(tmp_path / "empty")
         Path(source).mkdir()
-    rc = main(["predict", str(bundle), "--source", source, "--timeout", "2"])
-    out, err = capfd.readouterr()  # file-descriptor level: catches OpenCV/FFmpeg's C logging
+    # A fresh process, as a user runs the CLI: OpenCV reads its FFmpeg log level once per
+    # process, so earlier in-process tests that opened videos would decide what it prints.
+    env = {k: v for k, v in os.environ.items() if k != "OPENCV_FFMPEG_LOGLEVEL"}
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ftedge",
+            "predict",
+            str(bundle),
+            "--source",
+            source,
+            "--timeout",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    rc, out, err = r.returncode, r.stdout, r.stderr
     assert rc == 1
     assert out == ""
     assert len(err.splitlines()) == 1, err
