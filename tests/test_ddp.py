@@ -59,6 +59,8 @@ def test_torchrun_full_loop_with_unfrozen_block(small_data, tmp_path):
         "ddp_full",
         "--image-size",
         "64",
+        "--min-steps",
+        "0",
         "--epochs",
         "2",
         "--batch-size",
