@@ -130,7 +130,7 @@ def export_bundle(
     bake_preprocess: BakeColor | None = None,
     softmax: bool = False,
     max_accuracy_drop: float = 1.0,
-    min_agreement: float = 0.97,
+    min_agreement: float = 0.95,
     out: str | Path | None = None,
     progress: bool = True,
 ) -> ExportResult:
@@ -155,7 +155,7 @@ def export_bundle(
     - ``softmax`` (False): the models output probabilities instead of logits.
     - ``max_accuracy_drop`` (1.0): INT8 accuracy budget in points against PyTorch on the test
       split; over it the artifact is re-made with sensitive layers in float, else ``failed``.
-    - ``min_agreement`` (0.97): INT8/FP16 top-1 agreement with the PyTorch FP32 reference on the
+    - ``min_agreement`` (0.95): INT8/FP16 top-1 agreement with the PyTorch FP32 reference on the
       test split, at least; part of the same gate as ``max_accuracy_drop``.
     - ``out`` (None): the bundle directory; None: ``bundles/<run name>`` (then ``bundles/latest``
       points at it), or the source bundle itself.
