@@ -8,7 +8,7 @@ and writes JSON (default ``benchmarks/results/export_quality.json``) with, per a
 accuracy on the test split, drop in points vs PyTorch, max |logit diff| and top-1 agreement vs
 PyTorch, execution precision, size and export seconds; plus the wall time of every pipeline step
 and of the whole export, and the CPU count (target: all formats < 2 min on 2 cores).
-Exits 1 when a target of issue 3 is missed.
+Exits 1 when a target (all formats < 2 min, FP32 parity, INT8 within budget) is missed.
 """
 
 from __future__ import annotations
