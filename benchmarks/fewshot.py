@@ -21,7 +21,6 @@ Debian package it says so and exits.
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import tempfile
 import warnings
@@ -29,16 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ftedge.data.default import read_idx
+
 SRC = Path("/usr/share/datasets/fashion-mnist")
 C_GRID = np.logspace(-4, 2, 13)
-
-
-def read_idx(path: Path) -> np.ndarray:
-    with gzip.open(path, "rb") as f:
-        data = f.read()
-    ndim = data[3]
-    dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
-    return np.frombuffer(data, np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 
 def write_draw(images: np.ndarray, labels: np.ndarray, k: int, test: int, seed: int, dst: Path):

@@ -10,10 +10,11 @@ seed: per class TRAIN train images, VAL validation images and TEST test images, 
 from __future__ import annotations
 
 import argparse
-import gzip
 from pathlib import Path
 
 import numpy as np
+
+from ftedge.data.default import read_idx
 
 SRC = Path("/usr/share/datasets/fashion-mnist")
 DST = Path(__file__).resolve().parents[1] / "ftedge" / "data" / "assets"
@@ -29,14 +30,6 @@ CLASSES = [
     "bag",
     "ankle_boot",
 ]
-
-
-def read_idx(path: Path) -> np.ndarray:
-    with gzip.open(path, "rb") as f:
-        data = f.read()
-    ndim = data[3]
-    dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
-    return np.frombuffer(data, np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 
 def main() -> None:

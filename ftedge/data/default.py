@@ -7,6 +7,7 @@ trains on that folder like on any other.
 
 from __future__ import annotations
 
+import gzip
 import os
 import shutil
 import sys
@@ -20,6 +21,15 @@ from ftedge.files import mkdtemp_beside
 
 ASSET = "fashion_mnist_sample.npz"
 NAME = "fashion-mnist-sample"
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """An IDX file (gzip), as the official Fashion-MNIST files are stored, as a uint8 array."""
+    with gzip.open(path, "rb") as f:
+        data = f.read()
+    ndim = data[3]
+    dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    return np.frombuffer(data, np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 
 def cache_root() -> Path:
