@@ -52,11 +52,43 @@ class MultiScaleBackbone(nn.Module):
         self.indices = [max(i for i, r in enumerate(reductions) if r == s) for s in strides]
         self.channels = tuple(int(info[i]["num_chs"]) for i in self.indices)
         self.model = model
+        self.units = _used_units(model, str(info[self.indices[-1]]["module"]))
+        self.freeze(0)
+
+    def freeze(self, unfreeze_top: int = 0) -> None:
+        """Freeze every block but the top ``unfreeze_top`` of those the features come from
+        (BatchNorm included); blocks past the last feature map (the classifier's) never train."""
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        for unit in self.units[len(self.units) - unfreeze_top :] if unfreeze_top else []:
+            for m in unit:
+                m.requires_grad_(True)
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> MultiScaleBackbone:
+        super().train(mode)
+        # A frozen block runs in eval mode: BatchNorm keeps its pretrained running statistics.
+        for m in self.model.modules():
+            if not any(p.requires_grad for p in m.parameters()):
+                m.eval()
+        return self
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         return list(
             self.model.forward_intermediates(x, indices=self.indices, intermediates_only=True)
         )
+
+
+def _used_units(model: nn.Module, last: str) -> list[list[nn.Module]]:
+    """The backbone's blocks, bottom first, up to the one that gives the deepest feature map."""
+    from ftedge.models.classifier import backbone_units
+
+    units = backbone_units(model)
+    target = model.get_submodule(last)
+    for i, unit in enumerate(units):
+        if any(m is target or any(c is target for c in m.modules()) for m in unit):
+            return units[: i + 1]
+    return units
 
 
 class DetectionLayers(nn.Module):

@@ -25,6 +25,8 @@ def finish(
     history: list[Any],
     best: Any,
     feature_seconds: float,
+    *,
+    cached: bool = True,
 ) -> dict[str, Any]:
     """Test the best checkpoint's layers; write metrics.json and the PNGs; return the metrics."""
     from ftedge.models.registry import read_state_dict
@@ -50,7 +52,7 @@ def finish(
             "format": data.source_format,
             "split": data.split_method,
         },
-        "cached_features": True,
+        "cached_features": cached,
         "feature_seconds": round(feature_seconds, 3),
         "total_seconds": round(feature_seconds + sum(r.seconds for r in history), 3),
     }

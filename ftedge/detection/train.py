@@ -1,4 +1,4 @@
-"""Detection training on cached features: frozen backbone, new FPN neck + FCOS head.
+"""Detection training: pretrained backbone (frozen by default), new FPN neck + FCOS head.
 
 ``train_detector(cfg)`` reads top to bottom:
 1. set-up: device, threads, seeds; the run directory;
@@ -6,7 +6,8 @@
 3. model: the pretrained backbone (frozen, BatchNorm included) as a stride 8/16/32 feature
    extractor, and the new layers;
 4. features: every image's feature maps, computed once (and once mirrored, for flips);
-5. epochs: train the new layers on the cached features, score val mAP, keep the best;
+5. epochs: train the new layers on the cached features, score val mAP, keep the best; with
+   ``--augment on`` or ``--unfreeze N`` the full loop (``full_loop``) runs the backbone instead;
 6. test: the best layers on the test split; metrics.json, PR curve and a picture of results.
 """
 
@@ -16,6 +17,7 @@ import dataclasses
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,11 +31,13 @@ from ftedge.detection.checkpoint import DetectionCheckpointMeta, save_detection_
 from ftedge.detection.decode import distances_to_boxes
 from ftedge.detection.evaluate import NmsSettings, detect_on_features, score
 from ftedge.detection.features import Inputs, extract, flip_boxes, load_inputs
+from ftedge.detection.full_loop import needs_full_loop
 from ftedge.detection.grid import Grid, level_sizes, make_grid
 from ftedge.detection.loss import detection_loss
-from ftedge.detection.model import DetectionLayers, DetectorSpec, MultiScaleBackbone
+from ftedge.detection.model import DetectionLayers, Detector, DetectorSpec, MultiScaleBackbone
 from ftedge.detection.types import DetectionDataset
 from ftedge.errors import FtedgeError
+from ftedge.runtime.letterbox import fill_colour
 
 DEFAULT_INPUT_SIZE = 256
 MIN_STEPS_PER_EPOCH = 20  # tiny datasets: an "epoch" is still enough steps to move
@@ -72,11 +76,6 @@ def train_detector(cfg: TrainConfig, *, exist_ok: bool = False) -> DetectResult:
     ddp = dist.init()
     if ddp.world_size > 1:
         raise FtedgeError("detection training runs in one process (torchrun is for classification)")
-    if cfg.unfreeze or cfg.augment == "on" or cfg.cache_features == "off":
-        raise FtedgeError(
-            "detection trains on cached features of a frozen backbone: drop "
-            "--unfreeze / --augment on / --cache-features off"
-        )
     from ftedge.training.run_dir import check_run_dir_free
 
     check_run_dir_free(Path(cfg.out), cfg.name, exist_ok)  # before any work is done
@@ -85,18 +84,28 @@ def train_detector(cfg: TrainConfig, *, exist_ok: bool = False) -> DetectResult:
     size = cfg.image_size or DEFAULT_INPUT_SIZE
     backbone, meta = _build(cfg, data, size, device)
     grid = make_grid(level_sizes(size, size, meta.detector.strides), meta.detector.strides)
+    full = needs_full_loop(cfg)
     t0 = time.perf_counter()
-    train_c = _cache(backbone, data.train, meta, grid, device, mirrored=True)
+    # The full loop runs the backbone on the train images itself; val and test features stay
+    # valid while the backbone is frozen (refreshed per epoch once blocks are unfrozen).
+    train_c = _cache(backbone, data.train, meta, grid, device, mirrored=True, features=not full)
     val_c = _cache(backbone, data.val, meta, grid, device)
     test_c = _cache(backbone, data.test, meta, grid, device)
     feature_seconds = time.perf_counter() - t0
 
     run_dir = _start_run_dir(cfg, data, exist_ok)
-    layers = DetectionLayers(meta.detector).to(device)
-    history, best = _fit(cfg, layers, train_c, val_c, grid, meta, backbone, run_dir)
+    det = Detector(backbone, DetectionLayers(meta.detector).to(device))
+    history, best = _fit(cfg, det, train_c, val_c, grid, meta, run_dir, full)
+    if cfg.unfreeze:  # the best checkpoint's backbone is not the pretrained one: test with it
+        from ftedge.models.registry import read_state_dict
+
+        det.load_state_dict(read_state_dict(run_dir / "best.safetensors"))
+        test_c = _cache(backbone, data.test, meta, grid, device)
     from ftedge.detection.results import finish
 
-    metrics = finish(run_dir, layers, test_c, grid, data, history, best, feature_seconds)
+    metrics = finish(
+        run_dir, det.layers, test_c, grid, data, history, best, feature_seconds, cached=not full
+    )
     from ftedge.training.run_dir import release_run_dir
 
     release_run_dir(run_dir)
@@ -148,8 +157,11 @@ def _cache(
     device: torch.device,
     *,
     mirrored: bool = False,
+    features: bool = True,
 ) -> SplitCache:
     inputs = load_inputs(samples, meta.input_size, meta.preprocessing)
+    if not features:
+        return SplitCache(inputs, [], [])
     feats = extract(backbone, inputs.images, meta.preprocessing, device)
     targets = [_targets(grid, b, lab) for b, lab in zip(inputs.boxes, inputs.labels, strict=True)]
     if not mirrored:
@@ -192,46 +204,35 @@ class EpochRecord:
 
 def _fit(
     cfg: TrainConfig,
-    layers: DetectionLayers,
+    det: Detector,
     train_c: SplitCache,
     val_c: SplitCache,
     grid: Grid,
     meta: DetectionCheckpointMeta,
-    backbone: MultiScaleBackbone,
     run_dir: Path,
+    full: bool,
 ) -> tuple[list[EpochRecord], EpochRecord]:
-    """Epochs of training on cached features; the best (val mAP) checkpoint is saved."""
+    """Epochs of training (cached features, or the full loop); the best (val mAP) is saved."""
     from tqdm.auto import tqdm
 
-    from ftedge.detection.model import Detector
-
-    n = len(train_c.targets)
-    batch = min(cfg.batch_size, n)
-    per_epoch = max(math.ceil(n / batch), MIN_STEPS_PER_EPOCH)
-    opt = torch.optim.AdamW(layers.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = _schedule(opt, per_epoch * cfg.epochs, int(per_epoch * cfg.warmup_epochs))
-    gen = torch.Generator().manual_seed(cfg.seed)
+    run_epoch = _epoch_runner(cfg, det, train_c, grid, meta, full)
     history: list[EpochRecord] = []
     best: EpochRecord | None = None
     bar = tqdm(range(cfg.epochs), desc="epochs", file=sys.stderr)
     for epoch in bar:
         t0 = time.perf_counter()
-        loss = _train_epoch(layers, opt, sched, train_c, grid, batch, per_epoch, gen)
-        dets = detect_on_features(layers, val_c.feats, grid.centers, NmsSettings())
-        m = score(dets, val_c.inputs.boxes, val_c.inputs.labels, list(meta.classes))
+        if cfg.unfreeze and epoch == cfg.unfreeze_epoch:
+            det.backbone.freeze(cfg.unfreeze)  # staged unfreezing: from this epoch on
+        loss, lr = run_epoch()
+        m = _validate(det, val_c, grid, meta)
         rec = EpochRecord(
-            epoch,
-            round(loss, 6),
-            _num(m.map),
-            _num(m.ap50),
-            opt.param_groups[0]["lr"],
-            round(time.perf_counter() - t0, 3),
+            epoch, round(loss, 6), _num(m.map), _num(m.ap50), lr, round(time.perf_counter() - t0, 3)
         )
         history.append(rec)
         if best is None or rec.val_map > best.val_map:
             best = rec
             done = dataclasses.replace(meta, epoch=epoch, val_map=rec.val_map)
-            save_detection_checkpoint(run_dir / "best", Detector(backbone, layers), done)
+            save_detection_checkpoint(run_dir / "best", det, done)
             if len(history) == 1:
                 from ftedge.files import point_latest
 
@@ -244,6 +245,57 @@ def _fit(
     bar.close()
     assert best is not None
     return history, best
+
+
+def _epoch_runner(
+    cfg: TrainConfig,
+    det: Detector,
+    train_c: SplitCache,
+    grid: Grid,
+    meta: DetectionCheckpointMeta,
+    full: bool,
+) -> Callable[[], tuple[float, float]]:
+    """A function that trains one epoch and returns (mean loss, learning rate at its end)."""
+    from ftedge.detection import full_loop
+
+    n = len(train_c.inputs.images)
+    batch = min(cfg.batch_size, n)
+    per_epoch = max(math.ceil(n / batch), MIN_STEPS_PER_EPOCH)
+    if full:
+        opt: torch.optim.Optimizer = full_loop.optimizer(det, cfg)
+    else:
+        params = det.layers.parameters()
+        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = _schedule(opt, per_epoch * cfg.epochs, int(per_epoch * cfg.warmup_epochs))
+    gen = torch.Generator().manual_seed(cfg.seed)
+    loop = full_loop.FullLoop(
+        train_c.inputs,
+        meta.preprocessing,
+        fill_colour(meta.preprocessing.mean),
+        grid,
+        full_loop.augmentation(cfg),
+        cfg.grad_clip,
+    )
+    rng = np.random.default_rng(cfg.seed)
+
+    def run() -> tuple[float, float]:
+        if full:
+            loss = full_loop.train_epoch_full(det, opt, sched, loop, batch, per_epoch, rng)
+        else:
+            loss = _train_epoch(det.layers, opt, sched, train_c, grid, batch, per_epoch, gen)
+        return loss, opt.param_groups[0]["lr"]
+
+    return run
+
+
+def _validate(det: Detector, val_c: SplitCache, grid: Grid, meta: DetectionCheckpointMeta) -> Any:
+    """Val COCO metrics; with unfrozen blocks the cached val features are recomputed first."""
+    feats = val_c.feats
+    if any(p.requires_grad for p in det.backbone.parameters()):
+        det.eval()
+        feats = extract(det.backbone, val_c.inputs.images, meta.preprocessing, grid.centers.device)
+    dets = detect_on_features(det.layers, feats, grid.centers, NmsSettings())
+    return score(dets, val_c.inputs.boxes, val_c.inputs.labels, list(meta.classes))
 
 
 def _num(x: float) -> float:
