@@ -49,9 +49,10 @@ def build_report(
     options: dict[str, Any],
     source: dict[str, Any],
 ) -> dict[str, Any]:
-    """The JSON document of one benchmark run."""
+    """The JSON document of one benchmark run (end-to-end rows get their ratio to compute)."""
     from ftedge import __version__
 
+    add_mode_ratios(results)
     return {
         "schema_version": SCHEMA_VERSION,
         "kind": KIND,
@@ -151,9 +152,50 @@ def _fmt_ms(v: float) -> str:
     return f"{v:.3f}" if v < 10 else f"{v:.2f}" if v < 100 else f"{v:.1f}"
 
 
-def _fmt_acc(v: Any) -> str:
-    """Accuracy is a fraction (as in the manifest); shown in percent."""
-    return "-" if v is None else f"{100 * float(v):.2f}%"
+def _fmt_acc(v: Any, task: str | None = None) -> str:
+    """Accuracy is a fraction (as in the manifest), shown in percent; mAP as the fraction."""
+    if v is None:
+        return "-"
+    return f"{float(v):.3f}" if task == "detection" else f"{100 * float(v):.2f}%"
+
+
+def accuracy_header(results: Sequence[dict[str, Any]]) -> str:
+    """``accuracy`` (classification), ``mAP`` (detection: mAP@[.5:.95]) or both names."""
+    tasks = {r.get("task", "classification") for r in results}
+    if tasks == {"detection"}:
+        return "mAP"
+    return "accuracy / mAP" if "detection" in tasks else "accuracy"
+
+
+def add_mode_ratios(results: list[dict[str, Any]]) -> None:
+    """``end_to_end_vs_compute`` on every end-to-end row that has a compute twin (same job,
+    batch, machine): its p50 over the compute p50, i.e. what decode, preprocessing and the
+    task's post-processing (top-k, or NMS) add to inference."""
+    key = ("machine", "artifact", "backend", "variant", "device", "batch")
+    compute = {
+        tuple(r.get(k) for k in key): r["latency_ms"]["p50"]
+        for r in results
+        if r["mode"] == "compute"
+    }
+    for r in results:
+        c = compute.get(tuple(r.get(k) for k in key))
+        if r["mode"] == "end_to_end" and c:
+            r["end_to_end_vs_compute"] = r["latency_ms"]["p50"] / c
+
+
+def mode_ratio_table(results: Sequence[dict[str, Any]]) -> str | None:
+    """End-to-end p50 / compute p50 per job and batch, when both modes were measured."""
+    rows = [r for r in results if r.get("end_to_end_vs_compute") is not None]
+    if not rows:
+        return None
+    lines = ["| artifact | backend | device | batch | end to end / compute (p50) |"]
+    lines.append("|---|---|---|---|---|")
+    for r in rows:
+        lines.append(
+            f"| {r['artifact']} | {backend_label(r)} | {r['device']} | {r['batch']} | "
+            f"{r['end_to_end_vs_compute']:.2f}x |"
+        )
+    return "\n".join(lines)
 
 
 def torch_ratios(results: Sequence[dict[str, Any]]) -> dict[int, float]:
@@ -186,7 +228,7 @@ def markdown_table(results: Sequence[dict[str, Any]]) -> str:
         "p90 ms",
         "p99 ms",
         "img/s",
-        "accuracy",
+        accuracy_header(results),
         "vs torch",
         "CoV",
     ]
@@ -210,7 +252,7 @@ def markdown_table(results: Sequence[dict[str, Any]]) -> str:
             _fmt_ms(lat["p90"]),
             _fmt_ms(lat["p99"]),
             f"{r['throughput_ips']:.1f}",
-            _fmt_acc(r.get("accuracy")),
+            _fmt_acc(r.get("accuracy"), r.get("task")),
             f"{ratios[i]:.2f}x" if i in ratios else "-",
             flag,
         ]
@@ -434,11 +476,17 @@ def render_text(report: dict[str, Any]) -> str:
         parts.append(
             "cold start (load + first inference, reported apart):\n" + cold_start_table(results)
         )
+        ratios = mode_ratio_table(results)
+        if ratios:
+            parts.append("end to end vs compute:\n" + ratios)
         pt = power_table(results)
         if pt:
             parts.append("power (idle-subtracted):\n" + pt)
         if any(r.get("unstable") for r in results):
             parts.append("UNSTABLE = CoV > 5%: the machine was noisy; compare medians, re-run.")
+        note = (report.get("source") or {}).get("accuracy_note")
+        if note:
+            parts.append(f"mAP: {note}")
     else:
         parts.append("no results")
     for s in report.get("skipped", []):
