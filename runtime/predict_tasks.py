@@ -48,8 +48,7 @@ FrameOutput = Prediction | FrameDetections
 class FrameTask(Protocol):
     """One task's per-frame step: run the model on a frame, draw its result."""
 
-    model: LoadedModel
-    verb: str  # how the summary names the per-frame step: "classify", "detect"
+    model: LoadedModel  # what the summary names: artifact, backend, device
 
     def run(self, image: np.ndarray, color: ColorOrder) -> FrameOutput: ...
 
@@ -60,8 +59,6 @@ class FrameTask(Protocol):
 
 class ClassifyFrames:
     """Top-k classes per frame."""
-
-    verb = "classify"
 
     def __init__(self, model: Classifier, topk: int) -> None:
         self.model: LoadedModel = model
@@ -85,8 +82,6 @@ class ClassifyFrames:
 
 class DetectFrames:
     """Objects per frame: ``Detector.detect`` with the run's thresholds."""
-
-    verb = "detect"
 
     def __init__(self, model: Detector, conf: float, iou: float, max_det: int) -> None:
         check_detect_options(conf, iou, max_det)

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ftedge.errors import FtedgeError, MissingExtraError
+from ftedge.runtime.report_ratios import add_mode_ratios, mode_ratio_table
 
 SCHEMA_VERSION = 1
 KIND = "ftedge-benchmark"
@@ -165,37 +166,6 @@ def accuracy_header(results: Sequence[dict[str, Any]]) -> str:
     if tasks == {"detection"}:
         return "mAP"
     return "accuracy / mAP" if "detection" in tasks else "accuracy"
-
-
-def add_mode_ratios(results: list[dict[str, Any]]) -> None:
-    """``end_to_end_vs_compute`` on every end-to-end row that has a compute twin (same job,
-    batch, machine): its p50 over the compute p50, i.e. what decode, preprocessing and the
-    task's post-processing (top-k, or NMS) add to inference."""
-    key = ("machine", "artifact", "backend", "variant", "device", "batch")
-    compute = {
-        tuple(r.get(k) for k in key): r["latency_ms"]["p50"]
-        for r in results
-        if r["mode"] == "compute"
-    }
-    for r in results:
-        c = compute.get(tuple(r.get(k) for k in key))
-        if r["mode"] == "end_to_end" and c:
-            r["end_to_end_vs_compute"] = r["latency_ms"]["p50"] / c
-
-
-def mode_ratio_table(results: Sequence[dict[str, Any]]) -> str | None:
-    """End-to-end p50 / compute p50 per job and batch, when both modes were measured."""
-    rows = [r for r in results if r.get("end_to_end_vs_compute") is not None]
-    if not rows:
-        return None
-    lines = ["| artifact | backend | device | batch | end to end / compute (p50) |"]
-    lines.append("|---|---|---|---|---|")
-    for r in rows:
-        lines.append(
-            f"| {r['artifact']} | {backend_label(r)} | {r['device']} | {r['batch']} | "
-            f"{r['end_to_end_vs_compute']:.2f}x |"
-        )
-    return "\n".join(lines)
 
 
 def torch_ratios(results: Sequence[dict[str, Any]]) -> dict[int, float]:
