@@ -122,7 +122,7 @@ class PredictSummary:
         parts = [
             f"{self.frames} frame(s) in {self.seconds:.2f} s: {self.fps:.1f} FPS end to end",
         ]
-        if lat and self.postprocess_ms_p50 is not None:
+        if lat and self.task == "detection":
             parts.append(
                 f"detect p50 {lat['p50']:.2f} ms (letterbox {self.preprocess_ms_p50:.2f} + "
                 f"inference {self.infer_ms_p50:.2f} + NMS {self.postprocess_ms_p50:.2f}), "
