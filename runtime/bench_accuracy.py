@@ -28,8 +28,10 @@ class JobAccuracy:
 
 
 def job_accuracy(runner: Any, job: Job, options: BenchmarkOptions, info: InputInfo) -> JobAccuracy:
-    """Measured on the test split with ``--measure-accuracy`` (bundles only), else the job's."""
-    if options.measure_accuracy and job.bundle_dir:
+    """Measured on the test split with ``--measure-accuracy`` (classification bundles), else the
+    job's: a detection bundle's mAP is the manifest's (its test images are not recorded in the
+    bundle, so there is nothing to re-measure it on)."""
+    if options.measure_accuracy and job.bundle_dir and job.task == "classification":
         return measure_accuracy(runner, job, info)
     return JobAccuracy(job.accuracy, job.accuracy_source)
 

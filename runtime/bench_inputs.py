@@ -4,6 +4,8 @@ camera-like JPEGs when no images are available."""
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,9 +68,15 @@ def load_image(path: str, info: InputInfo, spec: PreprocessSpec) -> np.ndarray:
 
 
 def compute_input(job: Job, info: InputInfo, batch: int, spec: PreprocessSpec) -> np.ndarray:
-    """A batch already in place: real preprocessed test images when available, else random."""
+    """A batch already in place: real preprocessed test images when available, else random.
+    Detection models get the images letterboxed (``ftedge.runtime.bench_detect``)."""
     if job.images:
-        imgs = [load_image(job.images[i % len(job.images)], info, spec) for i in range(batch)]
+        load: Callable[[str], np.ndarray] = functools.partial(load_image, info=info, spec=spec)
+        if job.task == "detection":
+            from ftedge.runtime.bench_detect import letterboxed_loader
+
+            load = letterboxed_loader(job, info, spec)
+        imgs = [load(job.images[i % len(job.images)]) for i in range(batch)]
         return np.ascontiguousarray(np.stack(imgs).astype(info.dtype, copy=False))
     rng = np.random.default_rng(0)
     shape = (

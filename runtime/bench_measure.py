@@ -237,6 +237,21 @@ def _power_summary(
     )
 
 
+def _metric_fields(ctx: JobContext) -> dict[str, Any]:
+    """What the accuracy column means for the job's task; a detection row also names it
+    ``map`` (mAP@[.5:.95], the same number as ``accuracy``)."""
+    from ftedge.runtime.tasks import TASKS
+
+    task = TASKS.get(ctx.job.task)
+    fields: dict[str, Any] = {
+        "task": ctx.job.task,
+        "metric": task.metric if task is not None else None,
+    }
+    if ctx.job.task == "detection":
+        fields["map"] = ctx.accuracy.value
+    return fields
+
+
 def _result_row(ctx: JobContext, batch: int, mode: str, loop: TimedLoop) -> dict[str, Any]:
     """One row of the report (its JSON keys, in this order)."""
     stats = LatencyStats.from_seconds(loop.latencies_s)
@@ -261,6 +276,7 @@ def _result_row(ctx: JobContext, batch: int, mode: str, loop: TimedLoop) -> dict
         "accuracy": ctx.accuracy.value,
         "accuracy_source": ctx.accuracy.source,
         "parity": ctx.accuracy.parity,
+        **_metric_fields(ctx),
         "execution_precision": ctx.describe.get("execution_precision"),
         "threads": ctx.options.threads,
         "power": power,

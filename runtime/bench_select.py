@@ -73,9 +73,10 @@ def _verified_manifest(bdir: Path) -> Manifest:
     from ftedge.runtime.manifest import Manifest
 
     manifest = Manifest.load(bdir)
-    if manifest.task != "classification":
+    if manifest.task not in ("classification", "detection"):
         raise FtedgeError(
-            f"{bdir} is a {manifest.task} bundle: ftedge benchmark measures classification bundles"
+            f"{bdir} is a {manifest.task} bundle: ftedge benchmark measures classification and "
+            "detection bundles"
         )
     bad = manifest.verify_files(bdir)
     if bad:
@@ -83,17 +84,31 @@ def _verified_manifest(bdir: Path) -> Manifest:
     return manifest
 
 
+DETECTION_ACCURACY_NOTE = (
+    "each artifact's test-split mAP@[.5:.95] from the manifest (measured by ftedge export "
+    "through the runtime's letterbox + NMS path); a detection bundle does not record its test "
+    "images, so the benchmark does not re-measure it"
+)
+
+
 def _bundle_source(
     bdir: Path, manifest: Manifest, test_paths: list[str], end_to_end_images: str
 ) -> dict[str, Any]:
-    return {
+    from ftedge.runtime.tasks import TASKS
+
+    source = {
         "kind": "bundle",
         "path": str(bdir),
+        "task": manifest.task,
+        "metric": TASKS[manifest.task].metric,
         "labels": list(manifest.labels),
         "reference_accuracy": manifest.reference.accuracy,
         "test_images": len(test_paths),
         "end_to_end_images": end_to_end_images,
     }
+    if manifest.task == "detection":
+        source["accuracy_note"] = DETECTION_ACCURACY_NOTE
+    return source
 
 
 def _add_artifact_jobs(
@@ -128,6 +143,8 @@ def _add_artifact_jobs(
             accuracy_source="manifest" if a.accuracy is not None else None,
             bundle_dir=str(bdir),
             output_kind=output_kind(a),
+            task=manifest.task,
+            output=manifest.output.to_dict(),
         )
         found.jobs.extend(_with_variants(job, found.options))
 
@@ -139,6 +156,11 @@ def _add_torch_job(
     from ftedge.runtime.backends import get_backend
     from ftedge.runtime.classifier import checkpoint_of
 
+    if manifest.task != "classification":
+        found.skip(
+            "torch", f"the PyTorch reference runner rebuilds classifiers, not {manifest.task}"
+        )
+        return
     ckpt = checkpoint or checkpoint_of(manifest, bdir)
     if ckpt is None:
         found.skip(
@@ -182,9 +204,11 @@ def jobs_for_bundle(
     """
     bdir = Path(bundle_dir).resolve()
     manifest = _verified_manifest(bdir)
-    test_paths = _test_images(manifest.data)
+    # A detection manifest's data refers to no labelled test images: end-to-end mode reads
+    # --images or synthetic camera-like frames.
+    test_paths = _test_images(manifest.data) if manifest.task == "classification" else []
     e2e_images = list(images) if images else test_paths
-    e2e_from = "test split" if e2e_images and not images else "user images"
+    e2e_from = "user images" if images else "test split" if e2e_images else "synthetic"
     found = JobSet([], options, _bundle_source(bdir, manifest, test_paths, e2e_from))
     wanted = _backends_wanted(options)
     for backend in wanted:

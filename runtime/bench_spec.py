@@ -87,6 +87,8 @@ class Job:
     accuracy_source: str | None = None  # manifest | measured | None
     bundle_dir: str | None = None  # for --measure-accuracy (export verification data)
     output_kind: str = "logits"
+    task: str = "classification"  # the bundle's task: classification | detection
+    output: dict[str, Any] = field(default_factory=dict)  # the manifest's output spec (detection)
     idle_mw: float | None = None
 
     @property

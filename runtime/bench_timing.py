@@ -125,9 +125,14 @@ def make_step(
     mode: str,
     k: int,
 ) -> Callable[[], Any]:
-    """One timed call of ``mode`` (compute | end_to_end) at ``batch``."""
+    """One timed call of ``mode`` (compute | end_to_end) at ``batch``; a detection job's
+    end-to-end call letterboxes and runs NMS instead of the top-k."""
     if mode == "compute":
         return _compute_step(runner, job, info, spec, batch)
+    if job.task == "detection":
+        from ftedge.runtime.bench_detect import end_to_end_step
+
+        return end_to_end_step(runner, job, info, spec, batch)
     return _end_to_end_step(runner, job, info, spec, batch, k)
 
 

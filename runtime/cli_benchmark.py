@@ -1,4 +1,5 @@
-"""``ftedge benchmark``: latency, throughput, accuracy, memory and (Jetson) power of a bundle.
+"""``ftedge benchmark``: latency, throughput, accuracy (mAP for detection), memory and (Jetson)
+power of a bundle.
 
     ftedge benchmark bundles/latest --batch 1,8 --mode both --json bench.json --plot plots/
     ftedge benchmark --model model.onnx --threads 2
@@ -228,6 +229,8 @@ def run(args: argparse.Namespace) -> int:
         for r in report["results"]:
             r["accuracy"] = None
             r["accuracy_source"] = None
+            if "map" in r:
+                r["map"] = None
     print(rep.render_text(report))
     _write_outputs(report, args)
     return 0 if report["results"] else 1

@@ -1,4 +1,5 @@
-"""``ftedge predict BUNDLE --source ...``: top-k per image or frame, annotated output, FPS."""
+"""``ftedge predict BUNDLE --source ...``: top-k (classification) or objects (detection) per
+image or frame, annotated output, FPS."""
 
 from __future__ import annotations
 
@@ -14,10 +15,11 @@ if TYPE_CHECKING:
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p: argparse.ArgumentParser = subparsers.add_parser(
         "predict",
-        help="classify images, folders, videos, cameras or streams with a bundle",
+        help="classify or detect in images, folders, videos, cameras or streams with a bundle",
         description=(
-            "Classify every image or frame of --source with the best artifact of BUNDLE for this "
-            "machine and print the top-k per image/frame, then an FPS summary (on stderr)."
+            "Run every image or frame of --source through the best artifact of BUNDLE for this "
+            "machine and print the top-k (classification bundle) or the objects per class "
+            "(detection bundle) per image/frame, then an FPS summary (on stderr)."
         ),
     )
     p.add_argument("bundle", help="bundle directory made by 'ftedge export' (e.g. bundles/latest)")
@@ -27,6 +29,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="image file, folder of images, video file, camera index (0) or rtsp://... URL",
     )
     p.add_argument("--topk", type=int, default=5, help="classes to report per frame (default 5)")
+    p.add_argument(
+        "--conf", type=float, default=0.25, help="detection: score threshold (default 0.25)"
+    )
+    p.add_argument("--iou", type=float, default=0.5, help="detection: NMS IoU (default 0.5)")
+    p.add_argument(
+        "--max-det", type=int, default=100, help="detection: most objects per frame (default 100)"
+    )
     p.add_argument(
         "--backend",
         default="auto",
@@ -76,6 +85,9 @@ def _predict(
         args.bundle,
         args.source,
         topk=args.topk,
+        conf=args.conf,
+        iou=args.iou,
+        max_det=args.max_det,
         backend=args.backend,
         device=args.device,
         precision=args.precision,

@@ -14,6 +14,8 @@ backend.
 
 from __future__ import annotations
 
+import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +47,16 @@ class Detection:
             "score": round(self.score, 6),
             "box": [round(v, 2) for v in self.box],
         }
+
+
+def check_detect_options(conf: float, iou: float, max_det: int) -> None:
+    """Refuse a score threshold or IoU outside [0, 1] and a non-positive ``max_det`` (one line)."""
+    for name, v in (("conf", conf), ("iou", iou)):
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        if not ok or not 0.0 <= v <= 1.0:
+            raise FtedgeError(f"{name} must be a number in [0, 1], got {v!r}")
+    if not isinstance(max_det, int) or isinstance(max_det, bool) or max_det < 1:
+        raise FtedgeError(f"max_det must be a positive integer, got {max_det!r}")
 
 
 def box_iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
@@ -121,6 +133,8 @@ class Detector(LoadedModel):
         self.output: DetectionOutput = manifest.output
         self.size = int(self.spec.input_size[1])
         self.input_name = next(iter(runner.input_metadata()))
+        # The last detect() split in milliseconds: letterbox + normalise, inference, NMS.
+        self.last_timing: dict[str, float] = {}
 
     def prepare(self, frame: np.ndarray, color: ColorOrder = "rgb") -> tuple[np.ndarray, Letterbox]:
         """One HWC uint8 frame -> the (1, 3, S, S) float input and its letterbox."""
@@ -154,11 +168,21 @@ class Detector(LoadedModel):
         """Objects in one frame (any size, HWC uint8), best first, boxes in frame pixels."""
         if color not in ("rgb", "bgr"):
             raise FtedgeError(f"color must be 'rgb' or 'bgr', got {color!r}")
+        check_detect_options(conf, iou, max_det)
+        t0 = time.perf_counter()
         batch, box = self.prepare(frame, color)
+        t1 = time.perf_counter()
         boxes, scores = self.raw(batch)
+        t2 = time.perf_counter()
         b, s, c = select(boxes[0], scores[0], conf=conf, iou=iou, max_det=max_det)
         h, w = frame.shape[:2]
         b = box.boxes_to_frame(b, w, h)
+        t3 = time.perf_counter()
+        self.last_timing = {
+            "preprocess_ms": (t1 - t0) * 1e3,
+            "infer_ms": (t2 - t1) * 1e3,
+            "postprocess_ms": (t3 - t2) * 1e3,
+        }
         return [
             Detection(
                 self.labels[int(k)],

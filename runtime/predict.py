@@ -1,12 +1,14 @@
-"""The predict loop: images, folders, video files, cameras and streams -> top-k per frame.
+"""The predict loop: images, folders, video files, cameras and streams -> top-k (classification
+bundles) or objects (detection bundles) per frame.
 
     from ftedge.runtime.predict import predict
     summary = predict("bundles/latest", "clip.mp4", topk=3, save="out/", json_path="preds.jsonl")
-    print(summary.fps, summary.results[0].prediction.label)
+    print(summary.fps, summary.results[0].prediction)
 
 Frames come from ``ftedge.runtime.frame_sources`` (``open_source``), annotated images/videos and
-JSON lines go out through ``ftedge.runtime.predict_writers``. Frames are classified one by one
-(batch 1: the camera-app latency path); the summary reports FPS end to end and the classify
+JSON lines go out through ``ftedge.runtime.predict_writers``; what one frame's result is and how
+it is drawn is the task's part (``ftedge.runtime.predict_tasks``). Frames are processed one by
+one (batch 1: the camera-app latency path); the summary reports FPS end to end and the per-frame
 latency percentiles. Ctrl-C ends a camera run cleanly: the video is finalised and the summary
 still reported (and written as the last JSON line).
 """
@@ -23,8 +25,11 @@ from typing import Any
 import numpy as np
 
 from ftedge.errors import FtedgeError
-from ftedge.runtime.classifier import Classifier, Prediction, load
+from ftedge.runtime.classifier import Classifier, load
+from ftedge.runtime.detect import check_detect_options
 from ftedge.runtime.frame_sources import Frame, FrameSource, open_source
+from ftedge.runtime.loaded import LoadedModel
+from ftedge.runtime.predict_tasks import ClassifyFrames, FrameOutput, FrameTask, frame_task
 from ftedge.runtime.predict_writers import PredictWriters
 
 JSON_SCHEMA_VERSION = 1
@@ -32,14 +37,14 @@ JSON_SCHEMA_VERSION = 1
 
 @dataclass
 class FrameResult:
-    """The prediction for one image or frame."""
+    """The result for one image or frame: a ``Prediction`` (top-k) or ``FrameDetections``."""
 
     index: int  # running number over the whole source
     name: str  # image path, or the video/camera/stream source
     frame: int | None  # frame number within a video/stream
     time_s: float | None  # video timestamp
-    prediction: Prediction
-    latency_ms: float  # classify: preprocess + inference + top-k
+    prediction: FrameOutput
+    latency_ms: float  # the model step: preprocess + inference + top-k / NMS
     width: int = 0
     height: int = 0
 
@@ -63,7 +68,7 @@ class FrameResult:
 
 @dataclass
 class PredictSummary:
-    """What a predict run did and how fast (FPS end to end, classify latency percentiles)."""
+    """What a predict run did and how fast (FPS end to end, per-frame latency percentiles)."""
 
     source: str
     kind: str
@@ -72,9 +77,11 @@ class PredictSummary:
     artifact: str
     backend: str
     device: str
-    latency_ms: dict[str, float] = field(default_factory=dict)  # classify: p50, mean, p90, max
+    latency_ms: dict[str, float] = field(default_factory=dict)  # model step: p50, mean, p90, max
     preprocess_ms_p50: float | None = None
     infer_ms_p50: float | None = None
+    postprocess_ms_p50: float | None = None  # detection: NMS + boxes back to frame pixels
+    task: str = "classification"
     saved: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     interrupted: bool = False
@@ -90,6 +97,7 @@ class PredictSummary:
             "schema_version": JSON_SCHEMA_VERSION,
             "source": self.source,
             "source_kind": self.kind,
+            "task": self.task,
             "frames": self.frames,
             "seconds": round(self.seconds, 4),
             "fps": round(self.fps, 3),
@@ -99,6 +107,11 @@ class PredictSummary:
             "latency_ms": {k: round(v, 3) for k, v in self.latency_ms.items()},
             "preprocess_ms_p50": self.preprocess_ms_p50,
             "infer_ms_p50": self.infer_ms_p50,
+            **(
+                {}
+                if self.postprocess_ms_p50 is None
+                else {"postprocess_ms_p50": self.postprocess_ms_p50}
+            ),
             "saved": self.saved,
             "skipped": self.skipped,
             "interrupted": self.interrupted,
@@ -109,7 +122,13 @@ class PredictSummary:
         parts = [
             f"{self.frames} frame(s) in {self.seconds:.2f} s: {self.fps:.1f} FPS end to end",
         ]
-        if lat:
+        if lat and self.task == "detection":
+            parts.append(
+                f"detect p50 {lat['p50']:.2f} ms (letterbox {self.preprocess_ms_p50:.2f} + "
+                f"inference {self.infer_ms_p50:.2f} + NMS {self.postprocess_ms_p50:.2f}), "
+                f"p90 {lat['p90']:.2f} ms"
+            )
+        elif lat:
             parts.append(
                 f"classify p50 {lat['p50']:.2f} ms (preprocess {self.preprocess_ms_p50:.2f} + "
                 f"inference {self.infer_ms_p50:.2f}), p90 {lat['p90']:.2f} ms"
@@ -123,14 +142,15 @@ class PredictSummary:
 
 
 def iter_predictions(
-    classifier: Classifier, source: FrameSource, *, topk: int = 5
+    model: Classifier | FrameTask, source: FrameSource, *, topk: int = 5
 ) -> Iterator[tuple[Frame, FrameResult]]:
-    """Classify every frame of ``source`` one by one (batch 1: the camera-app latency path)."""
+    """Run every frame of ``source`` through ``model`` (a ``Classifier``, with ``topk``, or any
+    task's ``FrameTask``) one by one (batch 1: the camera-app latency path)."""
+    task = ClassifyFrames(model, topk) if isinstance(model, Classifier) else model
     for i, frame in enumerate(source):
         t0 = time.perf_counter()
-        pred = classifier.classify(frame.image, topk=topk, color=frame.color)
+        pred = task.run(frame.image, frame.color)
         dt = (time.perf_counter() - t0) * 1e3
-        assert isinstance(pred, Prediction)
         h, w = frame.image.shape[:2]
         yield frame, FrameResult(i, frame.name, frame.index, frame.time_s, pred, dt, w, h)
 
@@ -140,9 +160,10 @@ class _LoopTotals:
     """What the loop gathered, frame by frame."""
 
     frames: int = 0
-    latency_ms: list[float] = field(default_factory=list)  # classify, per frame
+    latency_ms: list[float] = field(default_factory=list)  # the model step, per frame
     preprocess_ms: list[float] = field(default_factory=list)
     infer_ms: list[float] = field(default_factory=list)
+    postprocess_ms: list[float] = field(default_factory=list)
     results: list[FrameResult] = field(default_factory=list)  # when keep_results
     interrupted: bool = False
 
@@ -151,28 +172,31 @@ class _LoopTotals:
         self.latency_ms.append(res.latency_ms)
         self.preprocess_ms.append(timing.get("preprocess_ms", math.nan))
         self.infer_ms.append(timing.get("infer_ms", math.nan))
+        self.postprocess_ms.append(timing.get("postprocess_ms", math.nan))
         if keep:
             self.results.append(res)
 
 
 @dataclass(frozen=True)
 class _LoopOptions:
-    topk: int
     max_frames: int | None
     on_result: Callable[[FrameResult], None] | None
     keep_results: bool
 
 
-def _check_limits(topk: int, max_frames: int | None, timeout_s: float) -> None:
+def _check_limits(
+    topk: int, max_frames: int | None, timeout_s: float, detect: tuple[float, float, int]
+) -> None:
     if not isinstance(topk, int) or topk < 1:
         raise FtedgeError(f"topk must be a positive integer, got {topk!r}")
     if max_frames is not None and max_frames < 1:
         raise FtedgeError(f"max_frames must be >= 1, got {max_frames}")
     if not (isinstance(timeout_s, (int, float)) and math.isfinite(timeout_s) and timeout_s > 0):
         raise FtedgeError(f"timeout must be a positive number of seconds, got {timeout_s!r}")
+    check_detect_options(*detect)
 
 
-def _inputs(src: FrameSource, clf: Classifier) -> list[Path]:
+def _inputs(src: FrameSource, clf: LoadedModel) -> list[Path]:
     """The files a run reads: the source images or video, and the bundle's own files."""
     files = [Path(f) for f in getattr(src, "files", [])]
     if src.kind == "video":
@@ -184,16 +208,18 @@ def _inputs(src: FrameSource, clf: Classifier) -> list[Path]:
 
 
 def _loop(
-    clf: Classifier, src: FrameSource, out: PredictWriters, opts: _LoopOptions
+    task: FrameTask, src: FrameSource, out: PredictWriters, opts: _LoopOptions
 ) -> _LoopTotals:
-    """Classify, record, write and report every frame until the source ends, ``max_frames`` or
+    """Run, record, write and report every frame until the source ends, ``max_frames`` or
     Ctrl-C."""
     totals = _LoopTotals()
     try:
-        for frame, res in iter_predictions(clf, src, topk=opts.topk):
-            totals.add(res, clf.last_timing, opts.keep_results)
+        for frame, res in iter_predictions(task, src):
+            totals.add(res, task.timing(), opts.keep_results)
             out.write_json(res.to_dict())
-            out.save_annotated(src, frame, res.prediction)
+            if out.save_dir is not None:
+                drawn = task.annotate(frame.image, res.prediction, frame.color)
+                out.save_annotated(src, frame, drawn)
             if opts.on_result is not None:
                 opts.on_result(res)
             if opts.max_frames is not None and totals.frames >= opts.max_frames:
@@ -203,11 +229,17 @@ def _loop(
     return totals
 
 
+def _p50(ms: list[float]) -> float | None:
+    a = np.asarray(ms, dtype=np.float64)
+    return None if np.isnan(a).all() else round(float(np.nanmedian(a)), 3)
+
+
 def _summary(
-    clf: Classifier, src: FrameSource, totals: _LoopTotals, saved: list[str], seconds: float
+    task: FrameTask, src: FrameSource, totals: _LoopTotals, saved: list[str], seconds: float
 ) -> PredictSummary:
     if totals.frames == 0:
         raise FtedgeError(f"no frames could be read from {src.source!r}")
+    clf = task.model
     return PredictSummary(
         source=src.source,
         kind=src.kind,
@@ -219,6 +251,8 @@ def _summary(
         latency_ms=_stats(totals.latency_ms),
         preprocess_ms_p50=round(float(np.nanmedian(totals.preprocess_ms)), 3),
         infer_ms_p50=round(float(np.nanmedian(totals.infer_ms)), 3),
+        postprocess_ms_p50=_p50(totals.postprocess_ms),
+        task=clf.manifest.task,
         saved=saved,
         skipped=list(src.skipped),
         interrupted=totals.interrupted,
@@ -226,11 +260,29 @@ def _summary(
     )
 
 
+def _open_model(
+    bundle: str | Path | LoadedModel,
+    backend: str,
+    device: str | None,
+    precision: str | None,
+    verify: bool,
+) -> LoadedModel:
+    """``bundle`` itself when already loaded, else its best artifact here (any task)."""
+    if isinstance(bundle, LoadedModel):
+        return bundle
+    model = load(bundle, backend=backend, device=device, precision=precision, verify=verify)
+    assert isinstance(model, LoadedModel)
+    return model
+
+
 def predict(
-    bundle: str | Path | Classifier,
+    bundle: str | Path | LoadedModel,
     source: str | int | Path,
     *,
     topk: int = 5,
+    conf: float = 0.25,
+    iou: float = 0.5,
+    max_det: int = 100,
     backend: str = "auto",
     device: str | None = None,
     precision: str | None = None,
@@ -242,46 +294,40 @@ def predict(
     timeout_s: float = 10.0,
     verify: bool = True,
 ) -> PredictSummary:
-    """Classify every image/frame of ``source`` and return a summary (with per-frame results).
+    """Run every image/frame of ``source`` through a bundle and return a summary (with per-frame
+    results): the top-k for a classification bundle, the objects for a detection bundle.
 
-    ``bundle``: a bundle directory or an already loaded ``Classifier``. ``save``: a folder for
+    ``bundle``: a bundle directory or an already loaded ``Classifier`` / ``Detector``.
+    ``topk``: classes per frame (classification). ``conf``, ``iou``, ``max_det``: score
+    threshold, NMS IoU and the most objects per frame (detection). ``save``: a folder for
     annotated images / an annotated ``.mp4``. ``json_path``: write JSON lines (one per frame,
     then a summary line); ``"-"`` is stdout. ``max_frames``: stop after that many (cameras run
     until the stream ends or Ctrl-C). ``on_result`` is called for every frame as it is done;
     ``keep_results=False`` keeps memory flat on endless camera runs.
     """
-    _check_limits(topk, max_frames, timeout_s)
+    _check_limits(topk, max_frames, timeout_s, (conf, iou, max_det))
     src = open_source(source, timeout_s=timeout_s)  # before loading: a bad source fails fast
-    own = not isinstance(bundle, Classifier)
+    own = not isinstance(bundle, LoadedModel)
     try:
-        clf = (
-            load(bundle, backend=backend, device=device, precision=precision, verify=verify)
-            if not isinstance(bundle, Classifier)
-            else bundle
-        )
-        if not isinstance(clf, Classifier):
-            clf.close()
-            raise FtedgeError(
-                f"{bundle} is a {clf.manifest.task} bundle: ftedge predict handles classification "
-                "bundles (use ftedge.runtime.load(bundle).detect(frame))"
-            )
+        model = _open_model(bundle, backend, device, precision, verify)
     except BaseException:
         src.close()
         raise
     out = PredictWriters(save, json_path)
     start = time.perf_counter()
     try:
-        out.open(src, _inputs(src, clf))
-        totals = _loop(clf, src, out, _LoopOptions(topk, max_frames, on_result, keep_results))
+        task = frame_task(model, topk=topk, conf=conf, iou=iou, max_det=max_det)
+        out.open(src, _inputs(src, model))
+        totals = _loop(task, src, out, _LoopOptions(max_frames, on_result, keep_results))
         seconds = time.perf_counter() - start
-        summary = _summary(clf, src, totals, out.saved, seconds)
+        summary = _summary(task, src, totals, out.saved, seconds)
         out.write_json(summary.to_dict())
         return summary
     finally:
         out.close()
         src.close()
         if own:
-            clf.close()
+            model.close()
 
 
 def _stats(ms: list[float]) -> dict[str, float]:

@@ -1,8 +1,9 @@
 """What ``ftedge predict`` writes: annotated images and videos, and JSON lines.
 
-Annotated output (``save=DIR``) draws the top-k on each image (same file name and format) or
-writes ``DIR/<name>.mp4`` (mp4v) for videos, cameras and streams. Per-frame JSON lines
-(``json_path``, ``"-"`` for stdout) end with one summary line (``"kind": "summary"``).
+Annotated output (``save=DIR``) is each image with its result drawn (the top-k, or the
+detected boxes; same file name and format), or ``DIR/<name>.mp4`` (mp4v) for videos, cameras
+and streams. Per-frame JSON lines (``json_path``, ``"-"`` for stdout) end with one summary line
+(``"kind": "summary"``).
 """
 
 from __future__ import annotations
@@ -144,11 +145,11 @@ class PredictWriters:
         if self._json is not None:
             self._json.write(json.dumps(record) + "\n")
 
-    def save_annotated(self, source: FrameSource, frame: Frame, pred: Prediction) -> None:
-        """Draw ``pred`` on ``frame`` and save it as an image, or append it to the video."""
+    def save_annotated(self, source: FrameSource, frame: Frame, drawn: np.ndarray) -> None:
+        """Save ``drawn`` (``frame`` with its result drawn, in the frame's colour order) as an
+        image, or append it to the video."""
         if self.save_dir is None:
             return
-        drawn = annotate(frame.image, pred, frame.color)
         out = save_path(self.save_dir, source, frame)
         if isinstance(source, ImageSource):
             self.saved.append(str(save_image(drawn, out)))

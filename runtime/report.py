@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ftedge.errors import FtedgeError, MissingExtraError
+from ftedge.runtime.report_ratios import add_mode_ratios, mode_ratio_table
 
 SCHEMA_VERSION = 1
 KIND = "ftedge-benchmark"
@@ -49,9 +50,10 @@ def build_report(
     options: dict[str, Any],
     source: dict[str, Any],
 ) -> dict[str, Any]:
-    """The JSON document of one benchmark run."""
+    """The JSON document of one benchmark run (end-to-end rows get their ratio to compute)."""
     from ftedge import __version__
 
+    add_mode_ratios(results)
     return {
         "schema_version": SCHEMA_VERSION,
         "kind": KIND,
@@ -151,9 +153,19 @@ def _fmt_ms(v: float) -> str:
     return f"{v:.3f}" if v < 10 else f"{v:.2f}" if v < 100 else f"{v:.1f}"
 
 
-def _fmt_acc(v: Any) -> str:
-    """Accuracy is a fraction (as in the manifest); shown in percent."""
-    return "-" if v is None else f"{100 * float(v):.2f}%"
+def _fmt_acc(v: Any, task: str | None = None) -> str:
+    """Accuracy is a fraction (as in the manifest), shown in percent; mAP as the fraction."""
+    if v is None:
+        return "-"
+    return f"{float(v):.3f}" if task == "detection" else f"{100 * float(v):.2f}%"
+
+
+def accuracy_header(results: Sequence[dict[str, Any]]) -> str:
+    """``accuracy`` (classification), ``mAP`` (detection: mAP@[.5:.95]) or both names."""
+    tasks = {r.get("task", "classification") for r in results}
+    if tasks == {"detection"}:
+        return "mAP"
+    return "accuracy / mAP" if "detection" in tasks else "accuracy"
 
 
 def torch_ratios(results: Sequence[dict[str, Any]]) -> dict[int, float]:
@@ -186,7 +198,7 @@ def markdown_table(results: Sequence[dict[str, Any]]) -> str:
         "p90 ms",
         "p99 ms",
         "img/s",
-        "accuracy",
+        accuracy_header(results),
         "vs torch",
         "CoV",
     ]
@@ -210,7 +222,7 @@ def markdown_table(results: Sequence[dict[str, Any]]) -> str:
             _fmt_ms(lat["p90"]),
             _fmt_ms(lat["p99"]),
             f"{r['throughput_ips']:.1f}",
-            _fmt_acc(r.get("accuracy")),
+            _fmt_acc(r.get("accuracy"), r.get("task")),
             f"{ratios[i]:.2f}x" if i in ratios else "-",
             flag,
         ]
@@ -434,11 +446,17 @@ def render_text(report: dict[str, Any]) -> str:
         parts.append(
             "cold start (load + first inference, reported apart):\n" + cold_start_table(results)
         )
+        ratios = mode_ratio_table(results)
+        if ratios:
+            parts.append("end to end vs compute:\n" + ratios)
         pt = power_table(results)
         if pt:
             parts.append("power (idle-subtracted):\n" + pt)
         if any(r.get("unstable") for r in results):
             parts.append("UNSTABLE = CoV > 5%: the machine was noisy; compare medians, re-run.")
+        note = (report.get("source") or {}).get("accuracy_note")
+        if note:
+            parts.append(f"mAP: {note}")
     else:
         parts.append("no results")
     for s in report.get("skipped", []):

@@ -71,3 +71,25 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory, small_data):
     from tests.helpers import make_tiny_run
 
     return make_tiny_run(small_data, tmp_path_factory.mktemp("runs"))
+
+
+@pytest.fixture(scope="session")
+def shapes_run(tmp_path_factory: pytest.TempPathFactory):
+    """A tiny detector trained on synthetic coloured shapes (YOLO folder, 128 px, 3 classes)."""
+    import ftedge
+    from tests.detect_helpers import write_yolo_shapes
+
+    root = write_yolo_shapes(
+        tmp_path_factory.mktemp("shapes"), {"train": 120, "val": 30, "test": 40}
+    )
+    out = tmp_path_factory.mktemp("runs")
+    return ftedge.train(root, task="detect", image_size=128, epochs=40, out=str(out), name="shapes")
+
+
+@pytest.fixture(scope="session")
+def shapes_bundle(shapes_run, tmp_path_factory: pytest.TempPathFactory):
+    """``shapes_run`` exported (ONNX + OpenVINO FP32, verified): an ``ExportResult``."""
+    import ftedge
+
+    out = tmp_path_factory.mktemp("bundles") / "shapes"
+    return ftedge.export(shapes_run.run_dir, out=out, formats="onnx,openvino", progress=False)

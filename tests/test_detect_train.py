@@ -1,5 +1,6 @@
 """Detection end to end on a synthetic multi-class set written as a YOLO folder: training,
-export with verification, and the torch-free runtime finding objects where they were drawn."""
+export with verification, and the torch-free runtime finding objects where they were drawn
+(the ``shapes_run`` / ``shapes_bundle`` fixtures live in conftest.py)."""
 
 from __future__ import annotations
 
@@ -10,17 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-import ftedge
-from tests.detect_helpers import CLASSES, shape_image, write_yolo_shapes
-
-
-@pytest.fixture(scope="module")
-def shapes_run(tmp_path_factory):
-    root = write_yolo_shapes(
-        tmp_path_factory.mktemp("shapes"), {"train": 120, "val": 30, "test": 40}
-    )
-    out = tmp_path_factory.mktemp("runs")
-    return ftedge.train(root, task="detect", image_size=128, epochs=40, out=str(out), name="shapes")
+from tests.detect_helpers import CLASSES, shape_image
 
 
 @pytest.mark.slow
@@ -38,13 +29,6 @@ def test_detector_learns_shapes_classes_and_boxes(shapes_run):
     assert (run.run_dir / "test_predictions.png").stat().st_size > 1000
     side = json.loads((run.run_dir / "best.json").read_text())
     assert side["task"] == "detection" and side["classes"] == list(CLASSES)
-
-
-@pytest.fixture(scope="module")
-def shapes_bundle(shapes_run, tmp_path_factory):
-    out = tmp_path_factory.mktemp("bundles") / "shapes"
-    result = ftedge.export(shapes_run.run_dir, out=out, formats="onnx,openvino", progress=False)
-    return result
 
 
 @pytest.mark.slow
