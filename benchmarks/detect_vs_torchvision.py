@@ -35,10 +35,11 @@ from train_speed import machine  # noqa: E402
 
 from ftedge.config import TrainConfig  # noqa: E402
 from ftedge.detection import load_detection_data, materialise_default_detection_data  # noqa: E402
+from ftedge.detection.epochs import MIN_STEPS_PER_EPOCH  # noqa: E402
 from ftedge.detection.features import flip_boxes, load_inputs  # noqa: E402
 from ftedge.detection.metrics import evaluate_detections  # noqa: E402
 from ftedge.detection.model import MultiScaleBackbone  # noqa: E402
-from ftedge.detection.train import MIN_STEPS_PER_EPOCH, train_detector  # noqa: E402
+from ftedge.detection.train import train_detector  # noqa: E402
 from ftedge.models.registry import create_backbone, resolve_backbone  # noqa: E402
 
 SIZE = 256

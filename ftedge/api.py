@@ -60,6 +60,12 @@ def train(
     if resume is not None:
         if data is not None or config is not None or options or exist_ok:
             raise FtedgeError("resume continues a run with its saved config: give no other option")
+        from ftedge.training.run_dir import run_task
+
+        if run_task(Path(resume)) == "detect":
+            from ftedge.detection.train import train_detector
+
+            return train_detector(resume=Path(resume))
         return run_training(resume=resume)
     _check_names(options, TrainConfig, "train")
     flags = dict(options)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ftedge.detection.assign import Targets
 from ftedge.detection.types import DetectionSample
 from ftedge.runtime.letterbox import Letterbox, fill_colour, letterbox
 from ftedge.runtime.preprocess import PreprocessSpec
@@ -27,6 +28,17 @@ class Inputs:
     boxes: list[np.ndarray]  # per image (M, 4) float32, input pixels
     labels: list[np.ndarray]  # per image (M,) int64
     geometry: list[Letterbox]
+
+
+@dataclass(frozen=True)
+class SplitCache:
+    """One split's cached features, inputs and per-cell targets (train: also mirrored)."""
+
+    inputs: Inputs
+    feats: list[torch.Tensor]
+    targets: list[Targets]
+    feats_flip: list[torch.Tensor] | None = None
+    targets_flip: list[Targets] | None = None
 
 
 def load_inputs(samples: Sequence[DetectionSample], size: int, spec: PreprocessSpec) -> Inputs:

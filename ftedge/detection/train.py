@@ -14,10 +14,7 @@
 from __future__ import annotations
 
 import dataclasses
-import math
-import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,20 +24,17 @@ import torch
 
 from ftedge.config import TrainConfig
 from ftedge.detection.assign import Targets, assign
-from ftedge.detection.checkpoint import DetectionCheckpointMeta, save_detection_checkpoint
-from ftedge.detection.decode import distances_to_boxes
-from ftedge.detection.evaluate import NmsSettings, detect_on_features, score
-from ftedge.detection.features import Inputs, extract, flip_boxes, load_inputs
+from ftedge.detection.checkpoint import DetectionCheckpointMeta
+from ftedge.detection.epochs import fit
+from ftedge.detection.features import SplitCache, extract, flip_boxes, load_inputs
 from ftedge.detection.full_loop import needs_full_loop
 from ftedge.detection.grid import Grid, level_sizes, make_grid
-from ftedge.detection.loss import detection_loss
 from ftedge.detection.model import DetectionLayers, Detector, DetectorSpec, MultiScaleBackbone
+from ftedge.detection.resume import check_resumable, load_state
 from ftedge.detection.types import DetectionDataset
 from ftedge.errors import FtedgeError
-from ftedge.runtime.letterbox import fill_colour
 
 DEFAULT_INPUT_SIZE = 256
-MIN_STEPS_PER_EPOCH = 20  # tiny datasets: an "epoch" is still enough steps to move
 
 
 @dataclass(frozen=True)
@@ -55,19 +49,11 @@ class DetectResult:
         return float(self.metrics["test"]["map"])
 
 
-@dataclass(frozen=True)
-class SplitCache:
-    """One split's cached features, inputs and per-cell targets (train: also mirrored)."""
-
-    inputs: Inputs
-    feats: list[torch.Tensor]
-    targets: list[Targets]
-    feats_flip: list[torch.Tensor] | None = None
-    targets_flip: list[Targets] | None = None
-
-
-def train_detector(cfg: TrainConfig, *, exist_ok: bool = False) -> DetectResult:
-    """Train a detector per ``cfg`` (``cfg.task == "detect"``); see the module docstring.
+def train_detector(
+    cfg: TrainConfig | None = None, *, exist_ok: bool = False, resume: Path | None = None
+) -> DetectResult:
+    """Train a detector per ``cfg`` (``cfg.task == "detect"``), or continue the killed run in
+    directory ``resume`` with its saved config; see the module docstring.
 
     ``exist_ok`` replaces a finished run of the same name (otherwise refused)."""
     from ftedge.training import distributed as dist
@@ -76,9 +62,7 @@ def train_detector(cfg: TrainConfig, *, exist_ok: bool = False) -> DetectResult:
     ddp = dist.init()
     if ddp.world_size > 1:
         raise FtedgeError("detection training runs in one process (torchrun is for classification)")
-    from ftedge.training.run_dir import check_run_dir_free
-
-    check_run_dir_free(Path(cfg.out), cfg.name, exist_ok)  # before any work is done
+    cfg, resumed = _resolve(cfg, resume, exist_ok)  # before any work is done
     device = configure_torch(cfg, ddp)
     data = _load_data(cfg)
     size = cfg.image_size or DEFAULT_INPUT_SIZE
@@ -93,9 +77,10 @@ def train_detector(cfg: TrainConfig, *, exist_ok: bool = False) -> DetectResult:
     test_c = _cache(backbone, data.test, meta, grid, device)
     feature_seconds = time.perf_counter() - t0
 
-    run_dir = _start_run_dir(cfg, data, exist_ok)
+    run_dir = resume if resume is not None else _start_run_dir(cfg, data, exist_ok)
     det = Detector(backbone, DetectionLayers(meta.detector).to(device))
-    history, best = _fit(cfg, det, train_c, val_c, grid, meta, run_dir, full)
+    state = load_state(run_dir) if resume is not None else None
+    history, best = fit(cfg, det, train_c, val_c, grid, meta, run_dir, state)
     if cfg.unfreeze:  # the best checkpoint's backbone is not the pretrained one: test with it
         from ftedge.models.registry import read_state_dict
 
@@ -110,6 +95,24 @@ def train_detector(cfg: TrainConfig, *, exist_ok: bool = False) -> DetectResult:
 
     release_run_dir(run_dir)
     return DetectResult(run_dir, metrics)
+
+
+def _resolve(
+    cfg: TrainConfig | None, resume: Path | None, exist_ok: bool
+) -> tuple[TrainConfig, bool]:
+    """(the config, whether resuming): a resumed run is checked and locked before any work."""
+    from ftedge.training.run_dir import check_run_dir_free, load_run_config, lock_run_dir
+
+    if resume is None:
+        if cfg is None:
+            raise FtedgeError("train_detector() needs a TrainConfig (or resume=RUN_DIR)")
+        check_run_dir_free(Path(cfg.out), cfg.name, exist_ok)
+        return cfg, False
+    if cfg is not None:
+        raise FtedgeError("a resumed run uses its saved config: pass a config or resume")
+    check_resumable(resume)
+    lock_run_dir(resume)
+    return load_run_config(resume), True
 
 
 def _load_data(cfg: TrainConfig) -> DetectionDataset:
@@ -189,162 +192,3 @@ def _start_run_dir(cfg: TrainConfig, data: DetectionDataset, exist_ok: bool) -> 
     splits = {name: [s.path for s in data.split(name)] for name in ("train", "val", "test")}
     atomic_write_text(run_dir / "splits.json", json.dumps(splits, indent=1) + "\n")
     return run_dir
-
-
-# -- epochs -----------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class EpochRecord:
-    epoch: int
-    train_loss: float
-    val_map: float
-    val_ap50: float
-    lr: float
-    seconds: float
-
-
-def _fit(
-    cfg: TrainConfig,
-    det: Detector,
-    train_c: SplitCache,
-    val_c: SplitCache,
-    grid: Grid,
-    meta: DetectionCheckpointMeta,
-    run_dir: Path,
-    full: bool,
-) -> tuple[list[EpochRecord], EpochRecord]:
-    """Epochs of training (cached features, or the full loop); the best (val mAP) is saved."""
-    from tqdm.auto import tqdm
-
-    run_epoch = _epoch_runner(cfg, det, train_c, grid, meta, full)
-    history: list[EpochRecord] = []
-    best: EpochRecord | None = None
-    bar = tqdm(range(cfg.epochs), desc="epochs", file=sys.stderr)
-    for epoch in bar:
-        t0 = time.perf_counter()
-        if cfg.unfreeze and epoch == cfg.unfreeze_epoch:
-            det.backbone.freeze(cfg.unfreeze)  # staged unfreezing: from this epoch on
-        loss, lr = run_epoch()
-        m = _validate(det, val_c, grid, meta)
-        rec = EpochRecord(
-            epoch, round(loss, 6), _num(m.map), _num(m.ap50), lr, round(time.perf_counter() - t0, 3)
-        )
-        history.append(rec)
-        if best is None or rec.val_map > best.val_map:
-            best = rec
-            done = dataclasses.replace(meta, epoch=epoch, val_map=rec.val_map)
-            save_detection_checkpoint(run_dir / "best", det, done)
-            if len(history) == 1:
-                from ftedge.files import point_latest
-
-                point_latest(run_dir)  # from its first checkpoint on, the run can be exported
-        bar.set_postfix(
-            loss=f"{loss:.3f}", val_map=f"{rec.val_map:.3f}", best=f"{best.val_map:.3f}"
-        )
-        if cfg.patience and epoch - best.epoch >= cfg.patience:
-            break
-    bar.close()
-    assert best is not None
-    return history, best
-
-
-def _epoch_runner(
-    cfg: TrainConfig,
-    det: Detector,
-    train_c: SplitCache,
-    grid: Grid,
-    meta: DetectionCheckpointMeta,
-    full: bool,
-) -> Callable[[], tuple[float, float]]:
-    """A function that trains one epoch and returns (mean loss, learning rate at its end)."""
-    from ftedge.detection import full_loop
-
-    n = len(train_c.inputs.images)
-    batch = min(cfg.batch_size, n)
-    per_epoch = max(math.ceil(n / batch), MIN_STEPS_PER_EPOCH)
-    if full:
-        opt: torch.optim.Optimizer = full_loop.optimizer(det, cfg)
-    else:
-        params = det.layers.parameters()
-        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = _schedule(opt, per_epoch * cfg.epochs, int(per_epoch * cfg.warmup_epochs))
-    gen = torch.Generator().manual_seed(cfg.seed)
-    loop = full_loop.FullLoop(
-        train_c.inputs,
-        meta.preprocessing,
-        fill_colour(meta.preprocessing.mean),
-        grid,
-        full_loop.augmentation(cfg),
-        cfg.grad_clip,
-    )
-    rng = np.random.default_rng(cfg.seed)
-
-    def run() -> tuple[float, float]:
-        if full:
-            loss = full_loop.train_epoch_full(det, opt, sched, loop, batch, per_epoch, rng)
-        else:
-            loss = _train_epoch(det.layers, opt, sched, train_c, grid, batch, per_epoch, gen)
-        return loss, opt.param_groups[0]["lr"]
-
-    return run
-
-
-def _validate(det: Detector, val_c: SplitCache, grid: Grid, meta: DetectionCheckpointMeta) -> Any:
-    """Val COCO metrics; with unfrozen blocks the cached val features are recomputed first."""
-    feats = val_c.feats
-    if any(p.requires_grad for p in det.backbone.parameters()):
-        det.eval()
-        feats = extract(det.backbone, val_c.inputs.images, meta.preprocessing, grid.centers.device)
-    dets = detect_on_features(det.layers, feats, grid.centers, NmsSettings())
-    return score(dets, val_c.inputs.boxes, val_c.inputs.labels, list(meta.classes))
-
-
-def _num(x: float) -> float:
-    return 0.0 if math.isnan(x) else round(float(x), 6)
-
-
-def _schedule(
-    opt: torch.optim.Optimizer, total: int, warmup: int
-) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warm-up, then cosine decay to zero, per optimizer step."""
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
-
-    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
-
-
-def _train_epoch(
-    layers: DetectionLayers,
-    opt: torch.optim.Optimizer,
-    sched: torch.optim.lr_scheduler.LambdaLR,
-    c: SplitCache,
-    grid: Grid,
-    batch: int,
-    steps: int,
-    gen: torch.Generator,
-) -> float:
-    assert c.feats_flip is not None and c.targets_flip is not None
-    layers.train()
-    total = 0.0
-    n = len(c.targets)
-    for _ in range(steps):
-        idx = torch.randint(0, n, (batch,), generator=gen)
-        flip = torch.rand(batch, generator=gen) < 0.5
-        feats = [
-            torch.where(flip.view(-1, 1, 1, 1), ff[idx], f[idx])
-            for f, ff in zip(c.feats, c.feats_flip, strict=True)
-        ]
-        targets = [
-            c.targets_flip[i] if fl else c.targets[i]
-            for i, fl in zip(idx.tolist(), flip.tolist(), strict=True)
-        ]
-        cls, ltrb, ctr = layers([f.to(grid.centers.device) for f in feats])
-        loss = detection_loss(cls, distances_to_boxes(grid.centers, ltrb), ctr, targets).total
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        total += float(loss.detach())
-    return total / steps

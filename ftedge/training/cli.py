@@ -53,6 +53,10 @@ def run(args: argparse.Namespace) -> int:
         run_dir = Path(args.resume)
         if not run_dir.is_dir():
             raise FtedgeError(f"cannot resume: {run_dir} is not a run directory")
+        from ftedge.training.run_dir import run_task
+
+        if run_task(run_dir) == "detect":
+            return _train_detector(None, False, resume=run_dir)
         result = train(resume=run_dir)
     else:
         yaml_values = load_yaml(args.config) if args.config else {}
@@ -71,10 +75,10 @@ def _is_rank0() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
 
-def _train_detector(cfg: Any, exist_ok: bool) -> int:
+def _train_detector(cfg: Any, exist_ok: bool, resume: Any = None) -> int:
     from ftedge.detection.train import train_detector
 
-    result = train_detector(cfg, exist_ok=exist_ok)
+    result = train_detector(cfg, exist_ok=exist_ok, resume=resume)
     test = result.metrics["test"]
     print(
         f"run {result.run_dir}: test mAP {test['map']:.3f}  AP50 {test['ap50']:.3f}  "

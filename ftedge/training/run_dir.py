@@ -145,3 +145,8 @@ def load_run_config(run_dir: Path) -> TrainConfig:
     if not cfg_path.is_file():
         raise FtedgeError(f"cannot resume: {cfg_path} does not exist")
     return build_config(TrainConfig, load_yaml(cfg_path))
+
+
+def run_task(run_dir: Path) -> str:
+    """The task (``classify`` / ``detect``) a run directory was started with."""
+    return load_run_config(run_dir).task
