@@ -3,7 +3,7 @@
     python benchmarks/detect_vs_torchvision.py [--epochs 10] [--channels 128] [--json FILE]
 
 Both detectors sit on the same frozen, pretrained EfficientNet-Lite0 (stride 8/16/32 features)
-and train on the built-in tree crowns (letterboxed 256 x 256, horizontal flips) for the same
+and train on the built-in tree crowns (256 x 256, the same flips and turns) for the same
 number of epochs of the same number of optimizer steps (AdamW, warm-up + cosine), keeping the
 epoch with the best val mAP; both are tested with pycocotools on the same test split.
 
@@ -36,9 +36,10 @@ from train_speed import machine  # noqa: E402
 from ftedge.config import TrainConfig  # noqa: E402
 from ftedge.detection import load_detection_data, materialise_default_detection_data  # noqa: E402
 from ftedge.detection.epochs import MIN_STEPS_PER_EPOCH  # noqa: E402
-from ftedge.detection.features import flip_boxes, load_inputs  # noqa: E402
+from ftedge.detection.features import load_inputs  # noqa: E402
 from ftedge.detection.metrics import evaluate_detections  # noqa: E402
 from ftedge.detection.model import MultiScaleBackbone  # noqa: E402
+from ftedge.detection.orient import orientations, resolve_flips  # noqa: E402
 from ftedge.detection.train import train_detector  # noqa: E402
 from ftedge.models.registry import create_backbone, resolve_backbone  # noqa: E402
 
@@ -83,13 +84,11 @@ def build_fcos(num_classes: int, channels: int) -> tuple[nn.Module, object]:
     return fcos, spec
 
 
-def _batch(inputs, idx, flips):
+def _batch(inputs, idx, orients):
     images, targets = [], []
-    for i, flip in zip(idx, flips, strict=True):
-        img, boxes = inputs.images[i], inputs.boxes[i]
-        if flip:
-            img, boxes = img[:, ::-1], flip_boxes(boxes, SIZE)
-        images.append(torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float() / 255)
+    for i, o in zip(idx, orients, strict=True):
+        img, boxes = o.images(inputs.images[i]), o.boxes(inputs.boxes[i], SIZE)
+        images.append(torch.from_numpy(img).permute(2, 0, 1).float() / 255)
         targets.append(
             {
                 "boxes": torch.from_numpy(boxes).float(),
@@ -142,6 +141,7 @@ def train_torchvision(epochs: int, channels: int, batch: int, lr: float) -> dict
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
     rng = np.random.default_rng(cfg.seed)
+    views = orientations(resolve_flips(cfg))  # the same orientations ftedge trains on
     best, best_state, seconds = -1.0, None, 0.0
     for epoch in range(epochs):
         t0 = time.perf_counter()
@@ -149,7 +149,9 @@ def train_torchvision(epochs: int, channels: int, batch: int, lr: float) -> dict
         model.backbone.body.eval()  # frozen, BatchNorm included
         for _ in range(per_epoch):
             idx = rng.integers(0, len(train.images), batch)
-            images, targets = _batch(train, idx, rng.random(batch) < 0.5)
+            images, targets = _batch(
+                train, idx, [views[j] for j in rng.integers(len(views), size=batch)]
+            )
             loss = sum(model(images, targets).values())
             opt.zero_grad(set_to_none=True)
             loss.backward()

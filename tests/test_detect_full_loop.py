@@ -10,6 +10,7 @@ import pytest
 
 import ftedge
 from ftedge.detection.augment import Augment, augment
+from ftedge.detection.orient import orientations, resolve_flips
 from tests.detect_helpers import write_yolo_shapes
 
 
@@ -24,7 +25,7 @@ def _white_box(size: int, box: tuple[int, int, int, int]) -> np.ndarray:
 def test_augmented_boxes_follow_the_pixels(seed):
     rng = np.random.default_rng(seed)
     img = _white_box(128, (40, 30, 90, 70))
-    aug = Augment(hflip=True, scale=(0.5, 1.5), color=0.0, min_visible=0.5)
+    aug = Augment(scale=(0.5, 1.5), color=0.0, min_visible=0.5)
     out, boxes, labels = augment(
         img, np.array([[40, 30, 90, 70]], np.float32), np.array([0]), rng, aug, (0, 0, 0)
     )
@@ -41,10 +42,28 @@ def test_augmented_boxes_follow_the_pixels(seed):
     assert abs(ys.min() - y1) <= 1.5 and abs(ys.max() + 1 - y2) <= 1.5
 
 
+@pytest.mark.parametrize("o", orientations("d4"))
+def test_orientations_move_boxes_with_pixels(o):
+    img = _white_box(64, (5, 10, 25, 50))
+    out = o.images(img)
+    ys, xs = np.nonzero(out[..., 0])
+    box = o.boxes(np.array([[5, 10, 25, 50]], np.float32), 64)[0]
+    assert box.tolist() == [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
+
+
+def test_flips_resolve_per_data():
+    from ftedge.config import TrainConfig
+
+    assert len(orientations(resolve_flips(TrainConfig(task="detect")))) == 8  # built-in aerial
+    assert resolve_flips(TrainConfig(task="detect", data="x")) == "h"
+    assert resolve_flips(TrainConfig(task="detect", data="x", hflip=False)) == "none"
+    assert resolve_flips(TrainConfig(task="detect", data="x", flips="hv")) == "hv"
+
+
 def test_colour_jitter_keeps_geometry():
     rng = np.random.default_rng(0)
     img = _white_box(64, (10, 10, 30, 30)) // 2
-    aug = Augment(hflip=False, scale=(1.0, 1.0), color=0.3)
+    aug = Augment(scale=(1.0, 1.0), color=0.3)
     out, boxes, _ = augment(
         img, np.array([[10, 10, 30, 30]], np.float32), np.array([1]), rng, aug, (0, 0, 0)
     )

@@ -2,7 +2,7 @@
 
 Each training image is drawn at a random scale (``scale`` jitter), placed at a random position
 on a canvas of the input size (cropped where it is larger, padded with the fill colour where it
-is smaller), optionally mirrored, and its brightness / contrast jittered. Boxes follow the same
+is smaller), and its brightness / contrast jittered (flips and turns: ``orient``). Boxes follow the same
 affine map; a box is kept when at least ``min_visible`` of its area is still on the canvas
 (clipped to it), as the built-in tiles were cut, and dropped otherwise: a sliver of an object is
 not something the detector should be asked to find.
@@ -22,7 +22,6 @@ import numpy as np
 class Augment:
     """What each training image goes through (``scale`` (1, 1) and ``color`` 0 turn parts off)."""
 
-    hflip: bool = True
     scale: tuple[float, float] = (0.6, 1.4)
     color: float = 0.2  # brightness and contrast factors in 1 +- color
     min_visible: float = 0.5
@@ -52,10 +51,6 @@ def augment(
     canvas[max(0, dy) : max(0, dy) + src.shape[0], max(0, dx) : max(0, dx) + src.shape[1]] = src
     b = boxes * (new / size) + np.array([dx, dy, dx, dy], np.float32)
     b, labels = _visible(b.astype(np.float32), labels, size, aug.min_visible)
-    if aug.hflip and rng.random() < 0.5:
-        canvas = canvas[:, ::-1]
-        b = b.copy()
-        b[:, [0, 2]] = size - b[:, [2, 0]]
     if aug.color > 0:
         canvas = _jitter(canvas, rng, aug.color)
     return np.ascontiguousarray(canvas), b, labels

@@ -27,6 +27,7 @@ from ftedge.detection.features import SplitCache, extract
 from ftedge.detection.grid import Grid
 from ftedge.detection.loss import detection_loss
 from ftedge.detection.model import DetectionLayers, Detector
+from ftedge.detection.orient import orientations, resolve_flips
 from ftedge.detection.resume import DetectState, EpochRecord, save_state
 
 MIN_STEPS_PER_EPOCH = 20  # tiny datasets: an "epoch" is still enough steps to move
@@ -145,8 +146,9 @@ def make_trainer(
     sched = _schedule(opt, per_epoch * cfg.epochs, int(per_epoch * cfg.warmup_epochs))
     spec = meta.preprocessing
     aug = full_loop.augmentation(cfg)
+    orients = orientations(resolve_flips(cfg))
     loop = full_loop.FullLoop(
-        train_c.inputs, spec, fill_colour(spec.mean), grid, aug, cfg.grad_clip
+        train_c.inputs, spec, fill_colour(spec.mean), grid, aug, cfg.grad_clip, orients
     )
 
     def run(epoch: int) -> tuple[float, float]:
@@ -198,21 +200,14 @@ def _train_epoch(
     steps: int,
     gen: torch.Generator,
 ) -> float:
-    assert c.feats_flip is not None and c.targets_flip is not None
     layers.train()
     total = 0.0
     n = len(c.targets)
     for _ in range(steps):
         idx = torch.randint(0, n, (batch,), generator=gen)
-        flip = torch.rand(batch, generator=gen) < 0.5
-        feats = [
-            torch.where(flip.view(-1, 1, 1, 1), ff[idx], f[idx])
-            for f, ff in zip(c.feats, c.feats_flip, strict=True)
-        ]
-        targets = [
-            c.targets_flip[i] if fl else c.targets[i]
-            for i, fl in zip(idx.tolist(), flip.tolist(), strict=True)
-        ]
+        view = torch.randint(0, len(c.view_targets), (batch,), generator=gen)  # orientation
+        feats = [f[view, idx] for f in c.view_feats]
+        targets = [c.view_targets[v][i] for v, i in zip(view.tolist(), idx.tolist(), strict=True)]
         cls, ltrb, ctr = layers([f.to(grid.centers.device) for f in feats])
         loss = detection_loss(cls, distances_to_boxes(grid.centers, ltrb), ctr, targets).total
         opt.zero_grad(set_to_none=True)

@@ -1,8 +1,8 @@
 """Inputs and cached backbone features for detection training.
 
 While the backbone is frozen its output never changes, so each image's stride 8/16/32 feature
-maps are computed once, plus once more for the mirrored image so horizontal flips stay
-available as augmentation, and the neck and head train on them directly. Epochs after the
+maps are computed once, plus once per orientation trained on (``ftedge.detection.orient``)
+so flips and turns stay available as augmentation, and the neck and head train on them directly. Epochs after the
 first then cost only the new layers.
 """
 
@@ -32,13 +32,21 @@ class Inputs:
 
 @dataclass(frozen=True)
 class SplitCache:
-    """One split's cached features, inputs and per-cell targets (train: also mirrored)."""
+    """One split's inputs, and cached features and per-cell targets of each orientation (view)
+    of every image (train: every orientation trained on; val / test: the image as it is)."""
 
     inputs: Inputs
-    feats: list[torch.Tensor]
-    targets: list[Targets]
-    feats_flip: list[torch.Tensor] | None = None
-    targets_flip: list[Targets] | None = None
+    view_feats: list[torch.Tensor]  # per level (V, N, C, H, W); view 0: the image as it is
+    view_targets: list[list[Targets]]  # [view][image]
+
+    @property
+    def feats(self) -> list[torch.Tensor]:
+        """Per level (N, C, H, W): the features of the images as they are."""
+        return [f[0] for f in self.view_feats]
+
+    @property
+    def targets(self) -> list[Targets]:
+        return self.view_targets[0]
 
 
 def load_inputs(samples: Sequence[DetectionSample], size: int, spec: PreprocessSpec) -> Inputs:
@@ -70,25 +78,15 @@ def extract(
     spec: PreprocessSpec,
     device: torch.device,
     *,
-    flip: bool = False,
     batch: int = 16,
 ) -> list[torch.Tensor]:
     """Feature maps of every image, one (N, C, H, W) tensor per level, kept on the CPU."""
     levels: list[list[torch.Tensor]] = []
     for start in range(0, len(images), batch):
         x = normalise(images[start : start + batch], spec).to(device)
-        if flip:
-            x = x.flip(-1)
         feats = backbone(x)
         if not levels:
             levels = [[] for _ in feats]
         for acc, f in zip(levels, feats, strict=True):
             acc.append(f.float().cpu())
     return [torch.cat(acc) for acc in levels]
-
-
-def flip_boxes(boxes: np.ndarray, width: int) -> np.ndarray:
-    """Boxes of the horizontally mirrored image."""
-    out = boxes.copy()
-    out[:, [0, 2]] = width - boxes[:, [2, 0]]
-    return out

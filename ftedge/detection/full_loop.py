@@ -2,7 +2,7 @@
 
 Cached features (``ftedge.detection.features``) are only valid while the backbone's input and
 weights never change. Two things break that, and then this loop runs instead:
-- ``--augment on``: scale jitter, random placement (crop / pad), flips and colour jitter
+- ``--augment on``: scale jitter, random placement (crop / pad) and colour jitter
   (``ftedge.detection.augment``) give the backbone a new input every step;
 - ``--unfreeze N``: the top N backbone blocks train (at ``--backbone-lr``), from
   ``--unfreeze-epoch`` on (staged unfreezing), so its features move.
@@ -20,10 +20,11 @@ from ftedge.config import TrainConfig
 from ftedge.detection.assign import assign
 from ftedge.detection.augment import Augment, augment
 from ftedge.detection.decode import distances_to_boxes
-from ftedge.detection.features import Inputs, flip_boxes, normalise
+from ftedge.detection.features import Inputs, normalise
 from ftedge.detection.grid import Grid
 from ftedge.detection.loss import detection_loss
 from ftedge.detection.model import Detector
+from ftedge.detection.orient import Orient
 from ftedge.runtime.preprocess import PreprocessSpec
 
 
@@ -36,9 +37,7 @@ def augmentation(cfg: TrainConfig) -> Augment | None:
     """The augmentation of ``--augment on`` (None: flips only)."""
     if cfg.augment != "on":
         return None
-    return Augment(
-        hflip=cfg.hflip, scale=(cfg.crop_scale, 2.0 - cfg.crop_scale), color=cfg.color_jitter
-    )
+    return Augment(scale=(cfg.crop_scale, 2.0 - cfg.crop_scale), color=cfg.color_jitter)
 
 
 @dataclass(frozen=True)
@@ -51,6 +50,7 @@ class FullLoop:
     grid: Grid
     aug: Augment | None
     grad_clip: float
+    orients: tuple[Orient, ...]  # orientations trained on (``--flips``)
 
 
 def optimizer(det: Detector, cfg: TrainConfig) -> torch.optim.AdamW:
@@ -103,7 +103,6 @@ def _sample(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     img, boxes, labels = loop.inputs.images[i], loop.inputs.boxes[i], loop.inputs.labels[i]
     if loop.aug is not None:
-        return augment(img, boxes, labels, rng, loop.aug, loop.fill)
-    if rng.random() < 0.5:  # without --augment on: flips only, as on cached features
-        return np.ascontiguousarray(img[:, ::-1]), flip_boxes(boxes, img.shape[1]), labels
-    return img, boxes, labels
+        img, boxes, labels = augment(img, boxes, labels, rng, loop.aug, loop.fill)
+    o = loop.orients[int(rng.integers(len(loop.orients)))]
+    return o.images(img), o.boxes(boxes, img.shape[0]), labels

@@ -5,7 +5,7 @@
 2. data: a YOLO / COCO / VOC folder or the built-in tree crowns, letterboxed to a square input;
 3. model: the pretrained backbone (frozen, BatchNorm included) as a stride 8/16/32 feature
    extractor, and the new layers;
-4. features: every image's feature maps, computed once (and once mirrored, for flips);
+4. features: every image's feature maps, computed once (and once per orientation trained on);
 5. epochs: train the new layers on the cached features, score val mAP, keep the best; with
    ``--augment on`` or ``--unfreeze N`` the full loop (``full_loop``) runs the backbone instead;
 6. test: the best layers on the test split; metrics.json, PR curve and a picture of results.
@@ -26,10 +26,11 @@ from ftedge.config import TrainConfig
 from ftedge.detection.assign import Targets, assign
 from ftedge.detection.checkpoint import DetectionCheckpointMeta
 from ftedge.detection.epochs import fit
-from ftedge.detection.features import SplitCache, extract, flip_boxes, load_inputs
+from ftedge.detection.features import SplitCache, extract, load_inputs
 from ftedge.detection.full_loop import needs_full_loop
 from ftedge.detection.grid import Grid, level_sizes, make_grid
 from ftedge.detection.model import DetectionLayers, Detector, DetectorSpec, MultiScaleBackbone
+from ftedge.detection.orient import IDENTITY, Orient, orientations, resolve_flips
 from ftedge.detection.resume import check_resumable, load_state
 from ftedge.detection.types import DetectionDataset
 from ftedge.errors import FtedgeError
@@ -72,7 +73,8 @@ def train_detector(
     t0 = time.perf_counter()
     # The full loop runs the backbone on the train images itself; val and test features stay
     # valid while the backbone is frozen (refreshed per epoch once blocks are unfrozen).
-    train_c = _cache(backbone, data.train, meta, grid, device, mirrored=True, features=not full)
+    views = orientations(resolve_flips(cfg))
+    train_c = _cache(backbone, data.train, meta, grid, device, orients=views, features=not full)
     val_c = _cache(backbone, data.val, meta, grid, device)
     test_c = _cache(backbone, data.test, meta, grid, device)
     feature_seconds = time.perf_counter() - t0
@@ -159,21 +161,25 @@ def _cache(
     grid: Grid,
     device: torch.device,
     *,
-    mirrored: bool = False,
+    orients: tuple[Orient, ...] = (IDENTITY,),
     features: bool = True,
 ) -> SplitCache:
+    """Inputs of ``samples``, and (``features``) each orientation's features and targets."""
     inputs = load_inputs(samples, meta.input_size, meta.preprocessing)
     if not features:
-        return SplitCache(inputs, [], [])
-    feats = extract(backbone, inputs.images, meta.preprocessing, device)
-    targets = [_targets(grid, b, lab) for b, lab in zip(inputs.boxes, inputs.labels, strict=True)]
-    if not mirrored:
-        return SplitCache(inputs, feats, targets)
-    size = meta.input_size
-    flipped = [flip_boxes(b, size) for b in inputs.boxes]
-    feats_flip = extract(backbone, inputs.images, meta.preprocessing, device, flip=True)
-    targets_flip = [_targets(grid, b, lab) for b, lab in zip(flipped, inputs.labels, strict=True)]
-    return SplitCache(inputs, feats, targets, feats_flip, targets_flip)
+        return SplitCache(inputs, [], [[]])
+    levels: list[list[torch.Tensor]] = []
+    view_targets = []
+    for o in orients:
+        feats = extract(backbone, o.images(inputs.images), meta.preprocessing, device)
+        levels = levels or [[] for _ in feats]
+        for acc, f in zip(levels, feats, strict=True):
+            acc.append(f)
+        boxes = [o.boxes(b, meta.input_size) for b in inputs.boxes]
+        view_targets.append(
+            [_targets(grid, b, lab) for b, lab in zip(boxes, inputs.labels, strict=True)]
+        )
+    return SplitCache(inputs, [torch.stack(acc) for acc in levels], view_targets)
 
 
 def _targets(grid: Grid, boxes: np.ndarray, labels: np.ndarray) -> Targets:
