@@ -95,17 +95,24 @@ def topk(scores: np.ndarray, k: int) -> np.ndarray:
     return np.take_along_axis(idx, order, axis=-1)
 
 
+def synthetic_frames(n: int, width: int = 640, height: int = 480) -> list[np.ndarray]:
+    """Camera-like HWC uint8 frames: smooth gradients plus sensor noise (any channel order)."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:height, 0:width]
+    frames = []
+    for i in range(n):
+        # smooth gradients + noise compress like photos, unlike pure noise
+        base = np.stack([(xx * (i + 1)) % 256, (yy * 2) % 256, (xx + yy) % 256], axis=-1)
+        frames.append(np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8))
+    return frames
+
+
 def synthetic_images(d: Path, n: int) -> list[str]:
     """Camera-like JPEGs (640x480) in ``d`` for end-to-end runs when no images are available."""
     from PIL import Image
 
-    rng = np.random.default_rng(0)
     paths = []
-    for i in range(n):
-        # smooth gradients + noise compress like photos, unlike pure noise
-        yy, xx = np.mgrid[0:480, 0:640]
-        base = np.stack([(xx * (i + 1)) % 256, (yy * 2) % 256, (xx + yy) % 256], axis=-1)
-        img = np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8)
+    for i, img in enumerate(synthetic_frames(n)):
         p = d / f"synthetic_{i}.jpg"
         Image.fromarray(img).save(p, quality=90)
         paths.append(str(p))

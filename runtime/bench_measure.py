@@ -115,7 +115,7 @@ def _measure_job(job: Job, options: BenchmarkOptions, scratch: Path) -> JobOutco
         load_s = time.perf_counter() - t0
         info = input_info(runner, job)
         spec = spec_for(job, info)
-        if "end_to_end" in options.modes and not job.images:
+        if "end_to_end" in options.modes and not job.images and options.frames is None:
             job.images = synthetic_images(scratch, 16)
         batches, skipped = _runnable_batches(job, options, info)
         if not batches:
@@ -202,19 +202,25 @@ def _measure_batch(ctx: JobContext, runner: Any, batch: int) -> JobOutcome:
     with _batch_runner(ctx, runner, batch) as batch_runner:
         for mode in ctx.options.modes:
             try:
-                loop = _time_mode(ctx, batch_runner, batch, mode)
+                loop, preprocessing = _time_mode(ctx, batch_runner, batch, mode)
             except FtedgeError as e:
                 where = {"batch": batch, "mode": mode, "reason": str(e)}
                 done.skipped.append({**ctx.job.identity(), **where})
                 continue
-            done.results.append(_result_row(ctx, batch, mode, loop))
+            row = _result_row(ctx, batch, mode, loop)
+            if mode == "end_to_end" and ctx.options.frames is not None:
+                row["frames"] = "x".join(str(v) for v in ctx.options.frames)
+                row["preprocessing"] = preprocessing
+            done.results.append(row)
     return done
 
 
-def _time_mode(ctx: JobContext, runner: Any, batch: int, mode: str) -> TimedLoop:
-    step = make_step(runner, ctx.job, ctx.info, ctx.spec, batch, mode, ctx.options.topk)
+def _time_mode(ctx: JobContext, runner: Any, batch: int, mode: str) -> tuple[TimedLoop, str | None]:
+    """The timed loop, and the preprocessing path an end-to-end call on frames used."""
+    opts = ctx.options
+    step = make_step(runner, ctx.job, ctx.info, ctx.spec, batch, mode, opts.topk, opts)
     probe = backend_latency_probe(runner) if mode == "compute" else None
-    return timed_loop(step, ctx.options, probe)
+    return timed_loop(step, ctx.options, probe), getattr(step, "preprocessing", None)
 
 
 def _power_summary(

@@ -209,6 +209,9 @@ def jobs_for_bundle(
     test_paths = _test_images(manifest.data) if manifest.task == "classification" else []
     e2e_images = list(images) if images else test_paths
     e2e_from = "user images" if images else "test split" if e2e_images else "synthetic"
+    if options.frames is not None:
+        w, h = options.frames
+        e2e_from = f"{w}x{h} BGR frames in memory ({options.preprocessing} preprocessing)"
     found = JobSet([], options, _bundle_source(bdir, manifest, test_paths, e2e_from))
     wanted = _backends_wanted(options)
     for backend in wanted:

@@ -41,6 +41,10 @@ class BenchmarkOptions:
     openvino_static: bool = True
     topk: int = 5
     job_timeout_s: float = 900.0
+    # End-to-end on in-memory BGR frames of this (width, height) instead of image files, with
+    # this preprocessing choice (auto | fast | exact, as ftedge.runtime.load takes).
+    frames: tuple[int, int] | None = None
+    preprocessing: str = "auto"
 
     def __post_init__(self) -> None:
         if not self.batches or any(b < 1 for b in self.batches):
@@ -54,6 +58,10 @@ class BenchmarkOptions:
             raise FtedgeError("min-iters must be >= 1 and warmup-iters >= 0")
         if not all(0 <= s < math.inf for s in (self.min_seconds, self.warmup_seconds)):
             raise FtedgeError("min-seconds and warmup-seconds must be finite and >= 0")
+        if self.preprocessing not in ("auto", "fast", "exact"):
+            raise FtedgeError(
+                f"preprocessing must be auto, fast or exact, got {self.preprocessing!r}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -62,7 +70,7 @@ class BenchmarkOptions:
     def from_dict(cls, d: dict[str, Any]) -> BenchmarkOptions:
         """The inverse of ``to_dict`` after a JSON round trip (lists back to tuples)."""
         o = dict(d)
-        for k in ("batches", "modes", "backends"):
+        for k in ("batches", "modes", "backends", "frames"):
             if o.get(k) is not None:
                 o[k] = tuple(o[k])
         return cls(**o)

@@ -124,11 +124,18 @@ def make_step(
     batch: int,
     mode: str,
     k: int,
+    options: BenchmarkOptions | None = None,
 ) -> Callable[[], Any]:
     """One timed call of ``mode`` (compute | end_to_end) at ``batch``; a detection job's
-    end-to-end call letterboxes and runs NMS instead of the top-k."""
+    end-to-end call letterboxes and runs NMS instead of the top-k; with ``options.frames``
+    the end-to-end call classifies in-memory camera frames (``ftedge.runtime.bench_frames``)."""
     if mode == "compute":
         return _compute_step(runner, job, info, spec, batch)
+    if options is not None and options.frames is not None:
+        from ftedge.runtime.bench_frames import frame_step
+
+        size = (options.frames[0], options.frames[1])
+        return frame_step(runner, job, size, batch, k, options.preprocessing)
     if job.task == "detection":
         from ftedge.runtime.bench_detect import end_to_end_step
 

@@ -6,8 +6,11 @@
     pred = clf.classify(frame_bgr, topk=3, color="bgr")  # any-size HWC uint8 frame (OpenCV: BGR)
     print(pred.label, pred.score)                     # top-1; pred.labels / pred.scores: top-k
 
-Frames are preprocessed exactly like the training evaluation transform (``preprocess.py``);
-artifacts with baked-in preprocessing (uint8 NHWC input) get the resized, centre-cropped uint8
+Frames go through the fast preprocessing path (``fast_preprocess.py``: one resize of the crop
+window, buffers reused per call) when the bundle's export verified it against the exact path
+(``fast_preprocess.verified``), otherwise exactly like the training evaluation transform
+(``preprocess.py``); ``load(..., preprocessing="exact")`` keeps the exact path regardless.
+Artifacts with baked-in preprocessing (uint8 NHWC input) get the resized, centre-cropped uint8
 frame instead and normalise inside the graph. Scores are softmax probabilities (an artifact that
 already outputs probabilities is not softmaxed twice).
 """
@@ -16,7 +19,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, overload
 
@@ -29,6 +31,7 @@ from ftedge.runtime.backends import get_backend, normalize_backend
 from ftedge.runtime.fast_preprocess import FastPreprocessor
 from ftedge.runtime.loaded import LoadedModel
 from ftedge.runtime.manifest import Artifact, Manifest
+from ftedge.runtime.prediction import Prediction, softmax, top_k
 from ftedge.runtime.preprocess import (
     ColorOrder,
     PreprocessSpec,
@@ -42,61 +45,7 @@ from ftedge.runtime.select import Candidate, candidates, no_candidate_error
 from ftedge.runtime.tasks import ClassificationOutput
 
 Frames = np.ndarray | Sequence[np.ndarray]
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """Top-k classes of one image, best first, with softmax probabilities."""
-
-    labels: tuple[str, ...]
-    scores: tuple[float, ...]
-    indices: tuple[int, ...]
-    probabilities: np.ndarray = field(repr=False, compare=False)  # all classes, float32
-
-    @property
-    def label(self) -> str:
-        return self.labels[0]
-
-    @property
-    def score(self) -> float:
-        return self.scores[0]
-
-    @property
-    def index(self) -> int:
-        return self.indices[0]
-
-    def topk(self) -> list[tuple[str, float]]:
-        return list(zip(self.labels, self.scores, strict=True))
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "topk": [
-                {"label": lab, "index": i, "score": round(s, 6)}
-                for lab, i, s in zip(self.labels, self.indices, self.scores, strict=True)
-            ]
-        }
-
-    def __str__(self) -> str:
-        return " | ".join(f"{lab} {s:.3f}" for lab, s in self.topk())
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax in float64 (stable), returned as float32."""
-    z = logits.astype(np.float64)
-    z -= z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
-
-
-def top_k(probs: np.ndarray, labels: Sequence[str], k: int) -> Prediction:
-    """The ``k`` most probable classes of one probability vector (ties: lower index first)."""
-    order = np.argsort(-probs, kind="stable")[: max(1, min(k, len(labels)))]
-    return Prediction(
-        labels=tuple(labels[i] for i in order),
-        scores=tuple(float(probs[i]) for i in order),
-        indices=tuple(int(i) for i in order),
-        probabilities=probs,
-    )
+PREPROCESSING = ("auto", "fast", "exact")
 
 
 class Classifier(LoadedModel):
@@ -123,6 +72,7 @@ class Classifier(LoadedModel):
         self.spec: PreprocessSpec = manifest.spec
         self.last_timing: dict[str, float] = {}
         self.fast: FastPreprocessor | None = None  # None: the exact (training-identical) path
+        self.preprocessing: str = "exact"  # fast:ENGINE | exact: the path in use
 
         meta = runner.input_metadata()
         name = artifact.input.name if artifact.input.name in meta else next(iter(meta))
@@ -153,6 +103,7 @@ class Classifier(LoadedModel):
             "format": self.artifact.format,
             "precision": self.artifact.precision,
             "baked_preprocessing": self.baked,
+            "preprocessing": self.preprocessing,
             "fallbacks": self.fallbacks,
             **self.runner.describe(),
         }
@@ -187,31 +138,62 @@ class Classifier(LoadedModel):
         return resize_crop(to_pil(frame, color), self.spec)
 
     def prepare(self, frames: Frames, color: ColorOrder = "rgb") -> np.ndarray:
-        """Frames -> the artifact's input batch (float32 NCHW, or uint8 crops if baked)."""
+        """Frames -> the artifact's input batch (float32 NCHW, or uint8 crops if baked); a new
+        array the caller may keep."""
+        batch = self._prepare(frames, color)
+        return batch.copy() if self.fast is not None and not self.baked else batch
+
+    def _prepare(self, frames: Frames, color: ColorOrder) -> np.ndarray:
+        """``prepare``, but the fast path returns its reused buffer (valid until the next call)."""
         if color not in ("rgb", "bgr"):
             raise FtedgeError(f"color must be 'rgb' or 'bgr', got {color!r}")
         items, _ = self._frames(frames)
-        crops = []
         for i, f in enumerate(items):
             try:
                 check_frame(f)
             except FtedgeError as e:
                 raise FtedgeError(f"frame {i}: {e}" if len(items) > 1 else str(e)) from None
-            crops.append(self._crop(f, color))  # HWC uint8 RGB
-        batch = np.stack(crops)
+        if self.fast is not None and not self.baked:
+            return self.fast.prepare(items, color)
+        batch = np.stack([self._crop(f, color) for f in items])  # NHWC uint8 RGB
         if not self.baked:
-            return self.fast.normalize(batch) if self.fast else normalize(batch, self.spec)
+            return normalize(batch, self.spec)
         if self.model_color == "bgr":
             batch = batch[..., ::-1]
         if self.layout == "NCHW":
             batch = batch.transpose(0, 3, 1, 2)
         return np.ascontiguousarray(batch)
 
+    def set_preprocessing(self, mode: str = "auto") -> str:
+        """Pick the preprocessing path; returns the one now used: "fast:opencv", "fast:pillow"
+        or "exact".
+
+        "auto" (what ``load`` does): the fast path (one resize of the crop window, buffers
+        reused) with the fastest engine the bundle's export verified
+        (``fast_preprocess.verified``: accuracy within 0.1 point of the exact path and top-1
+        agreement >= 99.5 %, on the test images and in 640x480 frames), else the exact path.
+        "exact": the training-identical path. "fast": the fastest engine here (OpenCV if
+        installed) even if the export did not verify it.
+        """
+        if mode not in PREPROCESSING:
+            raise FtedgeError(
+                f"preprocessing must be one of {', '.join(PREPROCESSING)}, got {mode!r}"
+            )
+        from ftedge.runtime.fast_preprocess import available_engine, verified_engine
+
+        engine = available_engine() if mode == "fast" else None
+        if mode == "auto":
+            engine = verified_engine(self.manifest.reference)
+        self.fast = FastPreprocessor(self.spec, engine) if engine is not None else None
+        self.preprocessing = f"fast:{engine}" if engine is not None else "exact"
+        return self.preprocessing
+
     def use_fast_preprocessing(self, enabled: bool = True) -> bool:
-        """Switch to the fast preprocessing path (one resize, frame -> crop, OpenCV if present)
-        when the export measured it agreeing with the exact path on at least 99.5 % of the test
-        images (``manifest.reference.fast_preprocessing``); returns whether it is now used."""
+        """Switch to the fast preprocessing path when the export measured it agreeing with the
+        exact path on at least 99.5 % of the test images (``enabled=False``: the exact path);
+        returns whether it is now used. ``set_preprocessing`` is the fuller form."""
         self.fast = _fast_preprocessor(self.manifest) if enabled else None
+        self.preprocessing = f"fast:{self.fast.engine}" if self.fast is not None else "exact"
         return self.fast is not None
 
     # -- inference ----------------------------------------------------------------------------
@@ -219,6 +201,10 @@ class Classifier(LoadedModel):
         """Run a prepared batch; returns the raw (N, classes) output (logits or probabilities)."""
         n = batch.shape[0]
         step = self.fixed_batch or n
+        if step == n:  # the common case: one call, no chunking or concatenation
+            res = self.runner.infer({self.input_name: batch})
+            out = res[self.output_name] if self.output_name in res else next(iter(res.values()))
+            return np.asarray(out, dtype=np.float32).reshape(n, -1)
         outs = []
         for start in range(0, n, step):
             chunk = batch[start : start + step]
@@ -233,7 +219,7 @@ class Classifier(LoadedModel):
     def probabilities(self, frames: Frames, color: ColorOrder = "rgb") -> np.ndarray:
         """Softmax probabilities (N, classes) for one frame or a batch."""
         t0 = time.perf_counter()
-        batch = self.prepare(frames, color)
+        batch = self._prepare(frames, color)
         t1 = time.perf_counter()
         out = self.infer(batch)
         t2 = time.perf_counter()
@@ -365,6 +351,7 @@ def load(
     verify: bool = True,
     checkpoint: str | Path | None = None,
     openvino_precision: str | None = None,
+    preprocessing: str = "auto",
 ) -> Any:
     """Load the best artifact of ``bundle`` for this machine: a ready ``Classifier``, or a
     ``Detector`` (``ftedge.runtime.detect``) for a detection bundle.
@@ -381,7 +368,34 @@ def load(
     ``Classifier.fallbacks`` says why. ``threads``: inference threads (backend default if None).
     ``openvino_precision``: OpenVINO's execution precision ("f32", "bf16", "f16"); by default
     OpenVINO picks (bf16 on CPUs with AMX/AVX-512-BF16); "f32" gives PyTorch parity.
+    ``preprocessing`` (classification): "auto" uses the fast path where the export verified
+    it, "exact" the training-identical path, "fast" the fast path regardless
+    (``Classifier.set_preprocessing``).
     """
+    if preprocessing not in PREPROCESSING:
+        raise FtedgeError(
+            f"preprocessing must be one of {', '.join(PREPROCESSING)}, got {preprocessing!r}"
+        )
+    model = _load(
+        bundle, backend, device, precision, baked, threads, verify, checkpoint, openvino_precision
+    )
+    if isinstance(model, Classifier):
+        model.set_preprocessing(preprocessing)
+    return model
+
+
+def _load(
+    bundle: str | Path,
+    backend: str,
+    device: str | None,
+    precision: str | None,
+    baked: bool | None,
+    threads: int | None,
+    verify: bool,
+    checkpoint: str | Path | None,
+    openvino_precision: str | None,
+) -> Any:
+    """``load`` before the preprocessing path is chosen."""
     bundle_dir = Path(bundle).expanduser()
     if bundle_dir.is_file():
         bundle_dir = bundle_dir.parent

@@ -105,6 +105,20 @@ def _add_accuracy_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch eager reference")
     p.add_argument("--torch-checkpoint", help="run dir/checkpoint for the PyTorch reference")
     p.add_argument("--images", help="folder of images for end-to-end mode (default: test split)")
+    p.add_argument(
+        "--frames",
+        metavar="WxH",
+        help="end-to-end mode on in-memory camera-like BGR frames of this size (e.g. 640x480) "
+        "instead of image files: preprocessing, inference and top-k, as a camera app calls "
+        "Classifier.classify (classification bundles)",
+    )
+    p.add_argument(
+        "--preprocessing",
+        choices=["auto", "fast", "exact"],
+        default="auto",
+        help="with --frames: auto (the fast path where the export verified it), fast, or exact "
+        "(the training-identical path)",
+    )
 
 
 def _add_execution_options(p: argparse.ArgumentParser) -> None:
@@ -175,6 +189,17 @@ def _check_outputs(args: argparse.Namespace) -> None:
     check_output_not_input(outputs, inputs, "--json/--csv")
 
 
+def _frame_size(args: argparse.Namespace) -> tuple[int, int] | None:
+    """--frames as (width, height), checked against the options it cannot go with."""
+    if not args.frames:
+        return None
+    from ftedge.runtime.bench_frames import parse_frame_size
+
+    if args.images or args.model:
+        raise FtedgeError("--frames replaces --images and needs a bundle (not --model)")
+    return parse_frame_size(args.frames)
+
+
 def run(args: argparse.Namespace) -> int:
     from ftedge.runtime import report as rep
 
@@ -193,6 +218,7 @@ def run(args: argparse.Namespace) -> int:
     if args.bundle and args.model:
         raise FtedgeError("give a bundle or --model, not both")
     modes = ("compute", "end_to_end") if args.mode == "both" else (args.mode,)
+    frames = _frame_size(args)
     options = BenchmarkOptions(
         batches=tuple(args.batch),
         modes=modes,
@@ -209,6 +235,8 @@ def run(args: argparse.Namespace) -> int:
         power=args.power,
         measure_accuracy=args.measure_accuracy and not args.no_accuracy,
         include_torch=not args.no_torch,
+        frames=frames,
+        preprocessing=args.preprocessing,
     )
     images = _image_files(args.images) if args.images else None
     if args.model:

@@ -53,6 +53,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--no-verify", action="store_true", help="skip the sha256 check of the bundle files"
     )
+    p.add_argument(
+        "--preprocessing",
+        choices=("auto", "fast", "exact"),
+        default="auto",
+        help="classification: auto (the fast path where the export verified it), fast, or "
+        "exact (the training-identical path)",
+    )
     return p
 
 
@@ -98,4 +105,5 @@ def _predict(
         keep_results=False,
         timeout_s=args.timeout,
         verify=not args.no_verify,
+        preprocessing=args.preprocessing,
     )

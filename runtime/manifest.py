@@ -295,6 +295,8 @@ class FastPreprocessing:
     accuracy: float  # with the fast path, in [0, 1]
     agreement: float  # top-1 agreement with the exact (Pillow, training-identical) path
     images: int
+    exact_accuracy: float | None = None  # the exact path's, on the same images
+    frames: str = "test"  # "test": the images as stored; "WxH": centred in WxH frames
 
     @classmethod
     def from_fields(cls, f: Fields) -> FastPreprocessing:
@@ -303,10 +305,13 @@ class FastPreprocessing:
             accuracy=float(f.number("accuracy")),
             agreement=float(f.number("agreement")),
             images=int(f.integer("images") or 0),
+            exact_accuracy=f.number("exact_accuracy", None),
+            frames=f.text("frames", "test") or "test",
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        return {k: v for k, v in d.items() if v is not None}
 
 
 @dataclass(frozen=True)
@@ -322,8 +327,13 @@ class Reference:
     fast_preprocessing: tuple[FastPreprocessing, ...] = ()
 
     def fast_path(self, engine: str) -> FastPreprocessing | None:
-        """What the export measured for the fast preprocessing path with ``engine``."""
-        return next((p for p in self.fast_preprocessing if p.engine == engine), None)
+        """What the export measured for the fast preprocessing path with ``engine`` on the test
+        images as stored."""
+        return next((p for p in self.fast_paths(engine) if p.frames == "test"), None)
+
+    def fast_paths(self, engine: str) -> tuple[FastPreprocessing, ...]:
+        """Every measurement of the fast path with ``engine`` (test images, camera frames)."""
+        return tuple(p for p in self.fast_preprocessing if p.engine == engine)
 
     @classmethod
     def from_fields(cls, f: Fields) -> Reference:

@@ -266,11 +266,19 @@ def _open_model(
     device: str | None,
     precision: str | None,
     verify: bool,
+    preprocessing: str = "auto",
 ) -> LoadedModel:
     """``bundle`` itself when already loaded, else its best artifact here (any task)."""
     if isinstance(bundle, LoadedModel):
         return bundle
-    model = load(bundle, backend=backend, device=device, precision=precision, verify=verify)
+    model = load(
+        bundle,
+        backend=backend,
+        device=device,
+        precision=precision,
+        verify=verify,
+        preprocessing=preprocessing,
+    )
     assert isinstance(model, LoadedModel)
     return model
 
@@ -293,6 +301,7 @@ def predict(
     keep_results: bool = True,
     timeout_s: float = 10.0,
     verify: bool = True,
+    preprocessing: str = "auto",
 ) -> PredictSummary:
     """Run every image/frame of ``source`` through a bundle and return a summary (with per-frame
     results): the top-k for a classification bundle, the objects for a detection bundle.
@@ -303,13 +312,14 @@ def predict(
     annotated images / an annotated ``.mp4``. ``json_path``: write JSON lines (one per frame,
     then a summary line); ``"-"`` is stdout. ``max_frames``: stop after that many (cameras run
     until the stream ends or Ctrl-C). ``on_result`` is called for every frame as it is done;
-    ``keep_results=False`` keeps memory flat on endless camera runs.
+    ``keep_results=False`` keeps memory flat on endless camera runs. ``preprocessing``
+    (classification, a bundle path): "auto", "fast" or "exact", as ``load`` takes it.
     """
     _check_limits(topk, max_frames, timeout_s, (conf, iou, max_det))
     src = open_source(source, timeout_s=timeout_s)  # before loading: a bad source fails fast
     own = not isinstance(bundle, LoadedModel)
     try:
-        model = _open_model(bundle, backend, device, precision, verify)
+        model = _open_model(bundle, backend, device, precision, verify, preprocessing)
     except BaseException:
         src.close()
         raise

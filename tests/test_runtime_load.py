@@ -420,7 +420,9 @@ def test_runtime_reads_the_export_pipeline_bundle(
         {"backend": "onnxruntime", "precision": "fp32"},
         {"backend": "openvino", "precision": "fp32", "openvino_precision": "f32"},
     ):
-        with load(exported_bundle, **kwargs) as clf:
+        # Artifact parity: the same (exact) preprocessing as the reference, whose bundle records
+        # no fast-path verification.
+        with load(exported_bundle, preprocessing="exact", **kwargs) as clf:
             preds = clf.classify(frames + photos, topk=3)
         assert [p.label for p in preds] == [r.label for r in refs]
         np.testing.assert_allclose(
