@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -26,7 +27,7 @@ from ftedge.config import TrainConfig  # noqa: E402
 from ftedge.detection.train import train_detector  # noqa: E402
 
 
-def run(cache: str, epochs: int, out: Path) -> dict:
+def run(cache: str, epochs: int, out: Path, threads: int) -> dict:
     cfg = TrainConfig(
         task="detect",
         out=str(out),
@@ -34,6 +35,7 @@ def run(cache: str, epochs: int, out: Path) -> dict:
         epochs=epochs,
         patience=0,
         cache_features=cache,
+        threads=threads,
     )
     t0 = time.perf_counter()
     m = train_detector(cfg).metrics
@@ -54,11 +56,12 @@ def run(cache: str, epochs: int, out: Path) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     p.add_argument("--json", type=Path)
     a = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        cached = run("on", a.epochs, Path(tmp))
-        full = run("off", a.epochs, Path(tmp))
+        cached = run("on", a.epochs, Path(tmp), a.threads)
+        full = run("off", a.epochs, Path(tmp), a.threads)
     per_epoch = full["median_epoch_seconds"] / cached["median_epoch_seconds"]
     total = full["total_seconds"] / cached["total_seconds"]
     print(f"machine: {machine()}")
@@ -84,6 +87,7 @@ def main() -> None:
         "full": full,
         "epoch_speedup": round(per_epoch, 2),
         "total_speedup": round(total, 2),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
     }
     if a.json:
         a.json.write_text(json.dumps(result, indent=2) + "\n")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import tempfile
 import time
@@ -175,8 +176,10 @@ def train_torchvision(epochs: int, channels: int, batch: int, lr: float) -> dict
     }
 
 
-def train_ftedge(epochs: int, out: Path) -> dict:
-    cfg = TrainConfig(task="detect", out=str(out), name="ftedge", epochs=epochs, patience=0)
+def train_ftedge(epochs: int, out: Path, threads: int) -> dict:
+    cfg = TrainConfig(
+        task="detect", out=str(out), name="ftedge", epochs=epochs, patience=0, threads=threads
+    )
     m = train_detector(cfg).metrics
     return {
         "train_seconds": m["total_seconds"],  # feature extraction + epochs
@@ -190,10 +193,13 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--channels", type=int, default=128, help="torchvision FPN / head width")
     p.add_argument("--lr", type=float, default=1e-3, help="torchvision's AdamW learning rate")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     p.add_argument("--json", type=Path)
     a = p.parse_args()
+    if a.threads:
+        torch.set_num_threads(a.threads)
     with tempfile.TemporaryDirectory() as tmp:
-        ours = train_ftedge(a.epochs, Path(tmp))
+        ours = train_ftedge(a.epochs, Path(tmp), a.threads)
     theirs = train_torchvision(a.epochs, a.channels, 16, a.lr)
     speed = theirs["train_seconds"] / ours["train_seconds"]
     print(f"machine: {machine()}")
@@ -206,6 +212,7 @@ def main() -> None:
     )
     if a.json:
         doc = {"machine": machine(), "epochs": a.epochs, "channels": a.channels, "lr": a.lr}
+        doc["load_average"] = [round(x, 2) for x in os.getloadavg()]
         doc |= {"ftedge": ours, "torchvision_fcos": theirs, "speedup": round(speed, 2)}
         a.json.write_text(json.dumps(doc, indent=2) + "\n")
 
