@@ -161,13 +161,14 @@ def export_detection(source: Path, opts: ExportOptions) -> Any:
     """Make a verified detection bundle from a detection run; returns an ``ExportResult``."""
     from ftedge.export.bundle import ExportResult
     from ftedge.export.staging import check_destination, staging_dir, swap_into_place
-    from ftedge.files import point_latest
+    from ftedge.files import point_latest, sweep_stale_temps
 
     start = time.perf_counter()
     request = _request(opts)  # bad options fail here, before any work
     out = Path(opts.out).expanduser() if opts.out else None
     dest = out or Path("bundles") / source.resolve().name
     check_destination(dest)
+    sweep_stale_temps(dest.parent)  # staging folders of killed exports
     det, meta = _load_detector(source)
     data = _data(meta)
     ref = _reference(det, meta, data)
