@@ -229,11 +229,7 @@ def _export(source: Path, opts: ExportOptions) -> ExportResult:
     from ftedge.export.detection import export_detection, is_detection_run
 
     if is_detection_run(source):
-        out = Path(opts.out).expanduser() if opts.out else None
-        return cast(
-            ExportResult,
-            export_detection(source, out, tuple(opts.formats or ()), tuple(opts.precisions)),
-        )
+        return cast(ExportResult, export_detection(source, opts))
     start = time.perf_counter()
     request = requested_artifacts(opts)
     run = read_source(source)  # fails early, before anything is written

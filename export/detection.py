@@ -2,39 +2,26 @@
 verified against PyTorch (box and score parity) and scored by COCO mAP through the runtime's
 own path (letterbox, decode, per-class NMS), torch-free after the ONNX step.
 
-Also makes OpenVINO IR FP32 from the same ONNX when OpenVINO is installed. Every artifact's
-``accuracy`` is its test mAP@[.5:.95]; ``accuracy_drop`` is in mAP points against PyTorch;
-``parity.max_abs_diff`` is the largest box-corner difference in input pixels over the cells
-that score above 0.05, and ``parity.top1_agreement`` the fraction of test images whose final
-detections (score >= 0.25) match PyTorch's one to one (same class, corners within 0.5 px).
+From the FP32 ONNX: OpenVINO IR FP32 / FP16, ONNX and OpenVINO INT8 (``detection_int8``: decode
+in float, gated on the mAP drop) and TensorRT engines or their trtexec commands (``trt_step``,
+as for classification). Every artifact's ``accuracy`` is its test mAP@[.5:.95] and
+``accuracy_drop`` is in mAP points against PyTorch; ``detection_verify`` says how parity and
+agreement are measured.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ftedge.errors import FtedgeError
-from ftedge.runtime.manifest import Artifact, InputSpec, Manifest, Parity, Provenance, Reference
+from ftedge.export.detection_verify import DetectionCheck, DetectionReference, map_of
+from ftedge.export.options import ExportOptions, RequestedArtifacts
+from ftedge.runtime.manifest import Artifact, InputSpec, Manifest, Provenance, Reference
 from ftedge.runtime.tasks import DetectionOutput
-
-MAX_BOX_DIFF_PX = 0.5  # an FP32 artifact's boxes must match PyTorch's this closely
-
-
-@dataclass(frozen=True)
-class DetectionReference:
-    """The test split letterboxed, its true boxes, and PyTorch's outputs on it."""
-
-    images: np.ndarray  # (N, 3, S, S) float32 network inputs
-    boxes: list[np.ndarray]  # true boxes, input pixels
-    labels: list[np.ndarray]
-    ref_boxes: np.ndarray  # (N, P, 4)
-    ref_scores: np.ndarray  # (N, P, K)
 
 
 def is_detection_run(source: Path) -> bool:
@@ -62,18 +49,23 @@ def _load_detector(run: Path) -> tuple[Any, Any]:
     return det.eval(), meta
 
 
-def _reference(det: Any, meta: Any) -> DetectionReference:
-    import torch
-
+def _data(meta: Any) -> Any:
+    """The run's dataset, split exactly as training split it."""
     from ftedge.detection import load_detection_data, materialise_default_detection_data
-    from ftedge.detection.features import load_inputs, normalise
-    from ftedge.detection.model import ExportDetector
 
     cfg = meta.config
     root = cfg.get("data") or materialise_default_detection_data()
-    data = load_detection_data(
+    return load_detection_data(
         root, val_fraction=cfg["val_fraction"], test_fraction=cfg["test_fraction"], seed=cfg["seed"]
     )
+
+
+def _reference(det: Any, meta: Any, data: Any) -> DetectionReference:
+    import torch
+
+    from ftedge.detection.features import load_inputs, normalise
+    from ftedge.detection.model import ExportDetector
+
     inputs = load_inputs(data.test, meta.input_size, meta.preprocessing)
     x = normalise(inputs.images, meta.preprocessing)
     net = ExportDetector(det, meta.input_size, meta.input_size).eval()
@@ -96,86 +88,10 @@ def _export_onnx(det: Any, size: int, path: Path) -> None:
     export_onnx(net, path, (3, size, size), output_names=("boxes", "scores"))
 
 
-# -- verification -----------------------------------------------------------------------------
-def _outputs(path: Path, backend: str, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """An artifact's boxes and scores on every test image (OpenVINO pinned to f32)."""
-    from ftedge.runtime.backends import get_backend
-
-    opts: dict[str, Any] = {"precision": "f32"} if backend == "openvino" else {}
-    runner = get_backend(backend).create_runner(str(path), device="cpu", **opts)
-    boxes, scores = [], []
-    with runner:
-        for i in range(0, len(images), 16):
-            out = runner.infer({"input": images[i : i + 16]})
-            boxes.append(out["boxes"])
-            scores.append(out["scores"])
-    return np.concatenate(boxes).astype(np.float32), np.concatenate(scores).astype(np.float32)
-
-
-def _final(boxes: np.ndarray, scores: np.ndarray, conf: float) -> list[Any]:
-    from ftedge.runtime.detect import select
-
-    return [
-        select(b, s, conf=conf, iou=0.5, max_det=100) for b, s in zip(boxes, scores, strict=True)
-    ]
-
-
-def _same(a: Any, b: Any) -> bool:
-    """Two images' final detections match one to one (class, corners within 0.5 px)."""
-    if len(a[0]) != len(b[0]) or not np.array_equal(np.sort(a[2]), np.sort(b[2])):
-        return False
-    if len(a[0]) == 0:
-        return True
-    oa = np.lexsort((a[0][:, 1], a[0][:, 0], a[2]))
-    ob = np.lexsort((b[0][:, 1], b[0][:, 0], b[2]))
-    return bool(np.abs(a[0][oa] - b[0][ob]).max() <= MAX_BOX_DIFF_PX)
-
-
-def map_of(
-    boxes: np.ndarray, scores: np.ndarray, ref: DetectionReference, names: list[str]
-) -> float:
-    """Test mAP@[.5:.95] of raw outputs through the runtime's decode + NMS path."""
-    from ftedge.detection.metrics import evaluate_detections
-
-    gt = list(zip(ref.boxes, ref.labels, strict=True))
-    return float(evaluate_detections(gt, _final(boxes, scores, 0.05), names).map)
-
-
-def verify(
-    art: Artifact,
-    boxes: np.ndarray,
-    scores: np.ndarray,
-    ref: DetectionReference,
-    names: list[str],
-    ref_map: float,
-) -> Artifact:
-    """The artifact with parity, mAP and status filled in (FP32 must match PyTorch)."""
-    import dataclasses
-
-    live = ref.ref_scores.max(-1) > 0.05
-    box_diff = float(np.abs(boxes - ref.ref_boxes)[live].max()) if live.any() else 0.0
-    ours, theirs = _final(boxes, scores, 0.25), _final(ref.ref_boxes, ref.ref_scores, 0.25)
-    agree = float(np.mean([_same(a, b) for a, b in zip(ours, theirs, strict=True)]))
-    m = map_of(boxes, scores, ref, names)
-    parity = Parity(
-        box_diff, agree, float(np.abs(scores - ref.ref_scores).max()), "probabilities", len(boxes)
-    )
-    problems = []
-    if art.precision == "fp32" and box_diff > MAX_BOX_DIFF_PX:
-        problems.append(f"box difference {box_diff:.3f} px > {MAX_BOX_DIFF_PX} px")
-    return dataclasses.replace(
-        art,
-        parity=parity,
-        accuracy=m,
-        accuracy_drop=round((ref_map - m) * 100, 4),
-        status="failed" if problems else "ok",
-        message=f"{art.name}: " + "; ".join(problems) if problems else None,
-    )
-
-
 # -- the bundle -------------------------------------------------------------------------------
-def _manifest(meta: Any, source: Path, ref_map: float) -> Manifest:
+def _manifest(meta: Any, source: Path, ref_map: float, opts: ExportOptions) -> Manifest:
     from ftedge import __version__
+    from ftedge.export.run_source import utc_now
     from ftedge.runtime.letterbox import fill_colour
     from ftedge.runtime.manifest import CheckpointRef
 
@@ -190,6 +106,7 @@ def _manifest(meta: Any, source: Path, ref_map: float) -> Manifest:
             checkpoint=CheckpointRef(
                 str((source / "best.json").resolve()), meta.weights_sha256, meta.epoch
             ),
+            exports=({"at": utc_now(), "options": opts.to_dict(), "source": str(source)},),
             record={
                 "ftedge_version": __version__,
                 "backbone": meta.backbone.to_dict(),
@@ -215,56 +132,142 @@ def _artifact(tmp: Path, fmt: Any, rel_files: list[str], size: int) -> Artifact:
     )
 
 
-def _openvino(tmp: Path, manifest: Manifest) -> list[str]:
-    from ftedge.export.openvino_ir import convert_onnx, save
+def _openvino_fp32(tmp: Path, manifest: Manifest) -> list[str]:
+    from ftedge.export.detection_int8 import convert_openvino
+    from ftedge.export.openvino_ir import save
 
-    model = convert_onnx(tmp / "onnx" / "model.onnx", manifest)
-    model.set_rt_info("Detection", ["model_info", "model_type"])
+    model = convert_openvino(tmp / "onnx" / "model.onnx", manifest)
     save(model, tmp / "openvino" / "model.xml", fp16=False)
     return ["openvino/model.xml", "openvino/model.bin"]
 
 
-def export_detection(
-    source: Path,
-    out: Path | None,
-    formats: tuple[str, ...],
-    precisions: tuple[str, ...] = ("fp32",),
-) -> Any:
-    """Make a verified detection bundle from a detection run; returns an ``ExportResult``."""
-    import dataclasses
+def _request(opts: ExportOptions) -> RequestedArtifacts:
+    """What to make; TensorRT INT8 brings the ONNX INT8 along (its Q/DQ ONNX keeps the same
+    nodes in float, the decode among them)."""
+    from ftedge.export.options import requested_artifacts
 
+    request = requested_artifacts(opts)
+    per = dict(request.precisions)
+    trt_int8 = "int8" in per.get("tensorrt", ())
+    if not trt_int8 or "int8" in per.get("onnx", ()):
+        return request
+    notes = (*request.notes, "onnx-int8 made too: TensorRT INT8 keeps its float nodes")
+    per["onnx"] = (*per.get("onnx", ()), "int8")
+    formats = request.formats if "onnx" in request.formats else ("onnx", *request.formats)
+    return RequestedArtifacts(formats, per, notes)
+
+
+def export_detection(source: Path, opts: ExportOptions) -> Any:
+    """Make a verified detection bundle from a detection run; returns an ``ExportResult``."""
     from ftedge.export.bundle import ExportResult
-    from ftedge.export.staging import staging_dir, swap_into_place
-    from ftedge.files import point_latest
-    from ftedge.runtime.backends import get_backend
+    from ftedge.export.staging import check_destination, staging_dir, swap_into_place
+    from ftedge.files import point_latest, sweep_stale_temps
 
     start = time.perf_counter()
+    request = _request(opts)  # bad options fail here, before any work
+    out = Path(opts.out).expanduser() if opts.out else None
+    dest = out or Path("bundles") / source.resolve().name
+    check_destination(dest)
+    sweep_stale_temps(dest.parent)  # staging folders of killed exports
     det, meta = _load_detector(source)
-    ref = _reference(det, meta)
+    data = _data(meta)
+    ref = _reference(det, meta, data)
     names = list(meta.classes)
     ref_map = map_of(ref.ref_boxes, ref.ref_scores, ref, names)
-    dest = out or Path("bundles") / source.resolve().name
-    manifest = _manifest(meta, source, ref_map)
+    manifest = _manifest(meta, source, ref_map, opts)
+    notes = list(request.notes)
     with staging_dir(dest) as tmp:
-        (tmp / "onnx").mkdir()
-        _export_onnx(det, meta.input_size, tmp / "onnx" / "model.onnx")
-        made = [(_artifact(tmp, "onnx", ["onnx/model.onnx"], meta.input_size), "onnxruntime")]
-        want_ov = "openvino" in formats or (not formats and get_backend("openvino").available())
-        if want_ov:
-            made.append(
-                (_artifact(tmp, "openvino", _openvino(tmp, manifest), meta.input_size), "openvino")
+        check = DetectionCheck(tmp, ref, names, ref_map, opts.max_accuracy_drop)
+        manifest = _fp32(tmp, det, meta, manifest, request, check)
+        calib = None
+        if any("int8" in request.precisions[f] for f in request.formats):
+            calib = _calibration(data, meta, opts)
+        manifest = _reduced(manifest, request, check, calib, opts)
+        if "tensorrt" in request.formats and request.precisions["tensorrt"]:
+            manifest = _tensorrt(
+                manifest, request.precisions["tensorrt"], check, calib, opts, notes
             )
-        arts = []
-        for art, backend in made:
-            boxes, scores = _outputs(tmp / art.path, backend, ref.images)
-            arts.append(verify(art, boxes, scores, ref, names, ref_map))
-        manifest = dataclasses.replace(manifest, artifacts=tuple(arts))
         manifest.save(tmp)
         swap_into_place(tmp, dest)
         if out is None:
             point_latest(dest)
     failed = tuple(a.name for a in manifest.artifacts if a.status == "failed")
-    notes = tuple(
-        f"{p} detection artifacts are not made yet (FP32 only)" for p in precisions if p != "fp32"
+    return ExportResult(dest, manifest, time.perf_counter() - start, failed, tuple(notes))
+
+
+def _fp32(
+    tmp: Path,
+    det: Any,
+    meta: Any,
+    manifest: Manifest,
+    request: RequestedArtifacts,
+    check: DetectionCheck,
+) -> Manifest:
+    """ONNX FP32 (always: every other artifact is made from it) and OpenVINO FP32, verified."""
+    (tmp / "onnx").mkdir()
+    _export_onnx(det, meta.input_size, tmp / "onnx" / "model.onnx")
+    made = [(_artifact(tmp, "onnx", ["onnx/model.onnx"], meta.input_size), "onnxruntime")]
+    if "fp32" in request.precisions.get("openvino", ()):
+        files = _openvino_fp32(tmp, manifest)
+        made.append((_artifact(tmp, "openvino", files, meta.input_size), "openvino"))
+    arts = tuple(check.check(art, backend) for art, backend in made)
+    return replace(manifest, artifacts=arts)
+
+
+def _calibration(data: Any, meta: Any, opts: ExportOptions) -> Any:
+    from ftedge.export.detection_int8 import calibration_set
+
+    return calibration_set(list(data.train), meta.input_size, meta.preprocessing, opts.calib_images)
+
+
+def _reduced(
+    manifest: Manifest,
+    request: RequestedArtifacts,
+    check: DetectionCheck,
+    calib: Any,
+    opts: ExportOptions,
+) -> Manifest:
+    """ONNX INT8, then OpenVINO FP16 / INT8 (which reuses what the ONNX INT8 kept in float)."""
+    from ftedge.export import detection_int8
+
+    fp32 = manifest.find("onnx", "fp32")
+    if fp32 is None or fp32.status != "ok":
+        return manifest  # nothing reduced is made from an FP32 ONNX that does not match PyTorch
+    todo = [("onnx", "int8")] if "int8" in request.precisions.get("onnx", ()) else []
+    todo += [("openvino", p) for p in request.precisions.get("openvino", ()) if p != "fp32"]
+    for fmt, precision in todo:
+        t = time.perf_counter()
+        if fmt == "onnx":
+            art = detection_int8.onnx_int8(check, fp32, calib, opts.calib_method)
+        else:
+            art = detection_int8.openvino_artifact(check, manifest, fp32, precision, calib)
+        art.details["export_seconds"] = round(time.perf_counter() - t, 2)
+        manifest = manifest.with_artifact(art)
+    return manifest
+
+
+def _tensorrt(
+    manifest: Manifest,
+    precisions: tuple[str, ...],
+    check: DetectionCheck,
+    calib: Any,
+    opts: ExportOptions,
+    notes: list[str],
+) -> Manifest:
+    """TensorRT engines built here (then verified on the GPU) or skipped with trtexec commands;
+    the INT8 Q/DQ ONNX is calibrated on the letterboxed images."""
+    from ftedge.export.trt_step import export_tensorrt
+
+    arts = export_tensorrt(
+        check.bundle_dir, manifest, list(precisions), opts.batch_range, calib=calib
     )
-    return ExportResult(dest, manifest, time.perf_counter() - start, failed, notes)
+    for a in arts:
+        if a.status == "ok":
+            try:
+                a = check.check(a, "tensorrt", "cuda:0")
+            except FtedgeError as e:  # e.g. no GPU to run it: the engine stays, marked failed
+                a = replace(a, status="failed", message=str(e))
+        elif a.status == "skipped" and a.message and a.message not in notes:
+            notes.append(a.message)
+        manifest = manifest.with_artifact(a)
+    return manifest

@@ -9,7 +9,9 @@ Integer types are chosen for the target (measured on x86 CPUs with AVX-512/VNNI)
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import logging
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -98,23 +100,44 @@ def quantize_qdq(
         src = _pre_process(q, fp32_onnx, Path(tmp) / "prepped.onnx")
         reader = _reader(calib, batch_size)
         try:
-            q.quantize_static(
-                str(src),
-                str(out_path),
-                reader,
-                quant_format=q.QuantFormat.QDQ,
-                per_channel=per_channel,
-                activation_type=act,
-                weight_type=q.QuantType.QInt8,
-                calibrate_method=methods[method],
-                nodes_to_exclude=list(exclude_nodes),
-                extra_options=extra,
-                **_cache_option(q, calibration_cache),
-            )
+            with _per_tensor_notes_quiet():
+                q.quantize_static(
+                    str(src),
+                    str(out_path),
+                    reader,
+                    quant_format=q.QuantFormat.QDQ,
+                    per_channel=per_channel,
+                    activation_type=act,
+                    weight_type=q.QuantType.QInt8,
+                    calibrate_method=methods[method],
+                    nodes_to_exclude=list(exclude_nodes),
+                    extra_options=extra,
+                    **_cache_option(q, calibration_cache),
+                )
         except Exception as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise FtedgeError(f"INT8 quantization of {fp32_onnx.name} failed: {first}") from None
     return out_path
+
+
+class _PerTensorFallback(logging.Filter):
+    """Drops onnxruntime's "Axis 1 is out-of-range for weight ..." warnings: a rank-1 weight
+    (an unfolded BatchNormalization's scale, e.g. in a detector's shared head) cannot be
+    per-channel and is quantized per tensor instead, which is expected, not a problem."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "is out-of-range for weight" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _per_tensor_notes_quiet() -> Iterator[None]:
+    root = logging.getLogger()
+    quiet = _PerTensorFallback()
+    root.addFilter(quiet)
+    try:
+        yield
+    finally:
+        root.removeFilter(quiet)
 
 
 def _pre_process(q: Any, fp32_onnx: Path, prepped: Path) -> Path:

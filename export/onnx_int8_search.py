@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ftedge.export.options import ExportOptions
+from ftedge.export.options import CalibMethod, ExportOptions
 from ftedge.export.verify import EvalData, verify_artifact
 from ftedge.files import temp_prefix
 from ftedge.runtime.manifest import Artifact, Manifest
@@ -39,10 +39,58 @@ def onnx_int8(
     opts: ExportOptions,
 ) -> Artifact:
     """u8s8 Q/DQ INT8; over budget -> keep the most sensitive nodes float (fewest that fit)."""
+
+    def check(art: Artifact) -> Artifact:
+        return verify_artifact(
+            bundle_dir,
+            manifest,
+            art,
+            data,
+            max_accuracy_drop=opts.max_accuracy_drop,
+            min_agreement=opts.min_agreement,
+        )
+
     art = _int8_artifact(fp32, calib, opts)
+    return search_int8(bundle_dir, fp32, calib, art, check, opts.calib_method)
+
+
+@dataclass(frozen=True)
+class FloatPolicy:
+    """Which nodes of a model stay in float, whatever the gate says.
+
+    ``always``: never quantized and not part of the search (detection's box/score decode).
+    ``last``: the output layers kept in float with the stem from the first attempt (None: the
+    classifier, the last Gemm/MatMul). ``describe``: how the order was made, for the manifest.
+    """
+
+    always: tuple[str, ...] = ()
+    last: tuple[str, ...] | None = None
+    describe: str = "stem + classifier first, then per-node added noise-to-signal ratio"
+
+
+def search_int8(
+    bundle_dir: Path,
+    fp32: Artifact,
+    calib: Any,
+    art: Artifact,
+    check: Callable[[Artifact], Artifact],
+    calib_method: CalibMethod,
+    policy: FloatPolicy | None = None,
+) -> Artifact:
+    """Quantize ``fp32`` to ``art.path`` and verify it with ``check`` (which sets the gate's
+    status); over the gate, keep the fewest most sensitive nodes in float that pass."""
     cache_dir = Path(tempfile.mkdtemp(prefix=temp_prefix("ftedge-calib")))
     try:
-        search = _Search(bundle_dir, manifest, fp32, calib, data, opts, art, cache_dir / "r.json")
+        search = _Search(
+            bundle_dir,
+            fp32,
+            calib,
+            art,
+            cache_dir / "r.json",
+            check,
+            calib_method,
+            policy or FloatPolicy(),
+        )
         return search.run()
     finally:
         shutil.rmtree(cache_dir, ignore_errors=True)
@@ -102,20 +150,20 @@ class _Search:
     """Quantize-and-verify attempts; ``art`` is always the latest attempt's verified artifact."""
 
     bundle_dir: Path
-    manifest: Manifest
     fp32: Artifact
     calib: Any
-    data: EvalData
-    opts: ExportOptions
     art: Artifact
     cache: Path
+    check: Callable[[Artifact], Artifact]
+    calib_method: CalibMethod
+    policy: FloatPolicy
     names: list[str] = field(default_factory=list)
     means: dict[Any, Any] = field(default_factory=dict)  # bias correction's input means
     tried: list[dict[str, Any]] = field(default_factory=list)
 
     def run(self) -> Artifact:
         self.names = self.order([])
-        first = self.names[:FLOAT_FIRST]
+        first = self.names[: self.float_first]
         self.attempt(first)
         if self.art.status == "ok" or self.art.accuracy_drop is None:
             return self.art
@@ -124,16 +172,27 @@ class _Search:
         ranked = self.rank()
         extra = len(self.names) - len(first)
         hi = fewest_passing(extra, lambda k: self.keep_float(len(first) + k))
-        if hi is not None and self.art.details["excluded_nodes"] != self.names[: len(first) + hi]:
+        if hi is not None and self.art.details["excluded_nodes"] != self.excluded(
+            self.names[: len(first) + hi]
+        ):
             self.keep_float(len(first) + hi)
         self.art.details["sensitivity"] = {
-            "method": "stem + classifier first, then per-node added noise-to-signal ratio "
-            "(FP32 vs Q/DQ on 64 calibration images)",
+            "method": f"{self.policy.describe} (FP32 vs Q/DQ on 64 calibration images)",
             "order": self.names[:20],
             "added_nsr": {n: round(v, 6) for n, v in ranked[:20]},
             "attempts": self.tried,
         }
         return self.art if self.art.status == "ok" else self.over_budget()
+
+    @property
+    def float_first(self) -> int:
+        """Stem + output layers: kept in float from the first attempt."""
+        last = self.policy.last
+        return FLOAT_FIRST if last is None else 1 + len(last)
+
+    def excluded(self, kept: list[str]) -> list[str]:
+        """Every node left in float when ``kept`` (of the search's order) are."""
+        return [*self.policy.always, *kept]
 
     def record(self, kept: int) -> dict[str, Any]:
         parity = self.art.parity
@@ -146,7 +205,10 @@ class _Search:
     def order(self, ranked: list[tuple[str, float]]) -> list[str]:
         from ftedge.export.sensitivity import fallback_order
 
-        return fallback_order(self.bundle_dir / self.fp32.path, ranked)
+        last = list(self.policy.last) if self.policy.last is not None else None
+        always = set(self.policy.always)
+        order = fallback_order(self.bundle_dir / self.fp32.path, ranked, last=last)
+        return [n for n in order if n not in always]
 
     def attempt(self, exclude: list[str]) -> None:
         """Quantize with ``exclude`` kept in float, verify, and make that the current artifact."""
@@ -154,7 +216,7 @@ class _Search:
         from ftedge.export.qdq_bias import correct_biases
 
         act, sym = TARGET_TYPES["cpu"]
-        out = self.bundle_dir / ONNX_INT8
+        out = self.bundle_dir / self.art.path
         quantize_qdq(
             self.bundle_dir / self.fp32.path,
             self.calib,
@@ -162,21 +224,14 @@ class _Search:
             activation_type=act,
             symmetric_activations=sym,
             per_channel=True,
-            method=self.opts.calib_method,
-            exclude_nodes=exclude,
+            method=self.calib_method,
+            exclude_nodes=self.excluded(exclude),
             calibration_cache=self.cache,
         )
         correct_biases(self.bundle_dir / self.fp32.path, out, self.calib, cache=self.means)
         art = self.art.with_files(self.bundle_dir, [out])
-        art.details["excluded_nodes"] = list(exclude)
-        self.art = verify_artifact(
-            self.bundle_dir,
-            self.manifest,
-            art,
-            self.data,
-            max_accuracy_drop=self.opts.max_accuracy_drop,
-            min_agreement=self.opts.min_agreement,
-        )
+        art.details["excluded_nodes"] = self.excluded(exclude)
+        self.art = self.check(art)
 
     def rank(self) -> list[tuple[str, float]]:
         """Nodes by the error they add (``names``: the order they are kept in float)."""
@@ -185,7 +240,7 @@ class _Search:
         src = self.bundle_dir / self.fp32.path
         batches = list(self.calib.batches(16))[:SENSITIVITY_BATCHES]
         ranked = rank_sensitive_nodes(
-            src, self.bundle_dir / ONNX_INT8, batches, input_name=self.fp32.input.name
+            src, self.bundle_dir / self.art.path, batches, input_name=self.fp32.input.name
         )
         self.names = self.order(ranked)
         return ranked

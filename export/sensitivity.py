@@ -164,8 +164,13 @@ def _added_error(
     return ranked
 
 
-def fallback_order(fp32_onnx: Path, ranked: list[tuple[str, float]]) -> list[str]:
+def fallback_order(
+    fp32_onnx: Path, ranked: list[tuple[str, float]], *, last: list[str] | None = None
+) -> list[str]:
     """The order in which nodes are kept in float: stem, classifier, then by added error.
+
+    ``last``: the output layers to keep in float with the stem instead of the classifier (the
+    last Gemm/MatMul), e.g. a detector's class / box / centerness convolutions.
 
     Added error at a node under-rates the layers nearest the input, whose error every later
     layer amplifies (NNCF's accuracy control reverts the stem convolution first on Lite0 here),
@@ -177,6 +182,8 @@ def fallback_order(fp32_onnx: Path, ranked: list[tuple[str, float]]) -> list[str
     inputs = {i.name for i in graph.input} - {i.name for i in graph.initializer}
     names = [n for n, _ in ranked] or [n.name for n in graph.node if n.op_type in QUANTIZABLE_OPS]
     stem = [n.name for n in graph.node if n.name in names and set(n.input) & inputs]
-    last = [n.name for n in graph.node if n.name in names and n.op_type in ("Gemm", "MatMul")][-1:]
+    if last is None:
+        last = [n.name for n in graph.node if n.name in names and n.op_type in ("Gemm", "MatMul")]
+        last = last[-1:]
     head = list(dict.fromkeys(stem + last))
     return head + [n for n in names if n not in head]

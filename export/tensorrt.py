@@ -109,7 +109,7 @@ def convert_fp16_onnx(src: Path, dst: Path) -> dict[str, Any]:
     import onnx
 
     try:
-        from onnxconverter_common.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
+        from onnxconverter_common.float16 import convert_float_to_float16
     except ImportError:
         raise FtedgeError(
             "onnxconverter-common is not installed (it makes the FP16 ONNX for TensorRT): "
@@ -128,7 +128,9 @@ def convert_fp16_onnx(src: Path, dst: Path) -> dict[str, Any]:
             keep_io_types=True,
             # The converter types a Cast-to-float's output float16 but leaves the Cast
             # emitting float32 (onnxruntime refuses the model): run such Casts in float32.
-            op_block_list=[*DEFAULT_OP_BLOCK_LIST, "Cast"],
+            # By node name, not op type: the Casts the converter inserts around a blocked op
+            # (a detector's Resize) would be blocked in turn and it would never finish.
+            node_block_list=[n.name for n in fp32.graph.node if n.op_type == "Cast"],
         )
     fp16.metadata_props.append(onnx.StringStringEntryProto(key="ftedge.precision", value="fp16"))
     onnx.checker.check_model(fp16)

@@ -179,12 +179,15 @@ def build_here(
     version: str,
     device: str,
     timing_cache: Path | None,
+    calib: Any = None,
 ) -> Artifact:
-    """Build the engine here and record its cache key, device and TensorRT version."""
+    """Build the engine here and record its cache key, device and TensorRT version.
+
+    ``calib``: INT8 calibration images for the Q/DQ ONNX (None: the bundle's own)."""
     major = parse_version(version)[0]
     plan = build_plan(major, art.precision)
     dev = _select_device(device)
-    onnx_rel = source_onnx(bundle_dir, manifest, src, plan.onnx, art)
+    onnx_rel = source_onnx(bundle_dir, manifest, src, plan.onnx, art, calib)
     key = CacheKey(
         sha256_file(bundle_dir / onnx_rel),
         version,

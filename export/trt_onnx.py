@@ -51,9 +51,18 @@ def calibration_set(manifest: Manifest, input_name: str) -> Any:
 
 
 def source_onnx(
-    bundle_dir: Path, manifest: Manifest, fp32: Artifact, kind: str, art: Artifact
+    bundle_dir: Path,
+    manifest: Manifest,
+    fp32: Artifact,
+    kind: str,
+    art: Artifact,
+    calib: Any = None,
 ) -> str:
-    """Relative path of the ONNX a plan parses, making (and listing) the FP16 / Q/DQ copy."""
+    """Relative path of the ONNX a plan parses, making (and listing) the FP16 / Q/DQ copy.
+
+    ``calib``: the INT8 calibration images (a ``CalibrationSet``); None: the bundle's own
+    (``calibration_set``), which suits classification's crops but not a detector's letterbox.
+    """
     if kind == "fp32":
         return str(fp32.path)
     notes = art.details.setdefault("onnx_notes", {})
@@ -64,7 +73,7 @@ def source_onnx(
         notes.update(convert_fp16_onnx(bundle_dir / fp32.path, bundle_dir / rel))
     else:
         rel = INT8_QDQ_ONNX
-        notes.update(int8_onnx(bundle_dir, manifest, fp32, rel))
+        notes.update(int8_onnx(bundle_dir, manifest, fp32, rel, calib))
         art.details["source_onnx"] = {
             "path": rel,
             "sha256": sha256_file(bundle_dir / rel),
@@ -75,10 +84,13 @@ def source_onnx(
     return rel
 
 
-def int8_onnx(bundle_dir: Path, manifest: Manifest, fp32: Artifact, out_rel: str) -> dict[str, Any]:
+def int8_onnx(
+    bundle_dir: Path, manifest: Manifest, fp32: Artifact, out_rel: str, calib: Any = None
+) -> dict[str, Any]:
     """Reuse the bundle's TensorRT Q/DQ ONNX when it was made from this FP32 ONNX, else make it.
 
-    Same calibration method and float-kept nodes as the bundle's (accuracy-gated) ONNX INT8.
+    Same calibration method and float-kept nodes as the bundle's (accuracy-gated) ONNX INT8;
+    ``calib`` as for ``source_onnx``.
     """
     reused = _reusable_int8_onnx(bundle_dir, manifest, fp32, out_rel)
     if reused is not None:
@@ -93,9 +105,11 @@ def int8_onnx(bundle_dir: Path, manifest: Manifest, fp32: Artifact, out_rel: str
     exclude = [str(n) for n in ref_details.get("excluded_nodes") or []]
     out = bundle_dir / out_rel
     out.parent.mkdir(parents=True, exist_ok=True)
+    if calib is None:
+        calib = calibration_set(manifest, fp32.input.name)
     quantize_qdq(
         bundle_dir / fp32.path,
-        calibration_set(manifest, fp32.input.name),
+        calib,
         out,
         activation_type="int8",
         symmetric_activations=True,

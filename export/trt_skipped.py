@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from ftedge.export.trt_onnx import source_onnx
 from ftedge.export.trt_recipe import (
@@ -31,16 +32,23 @@ def skipped_plan_path(precision: str, profile: Profile) -> str:
 
 
 def record_skipped(
-    art: Artifact, bundle_dir: Path, manifest: Manifest, src: Artifact, profile: Profile
+    art: Artifact,
+    bundle_dir: Path,
+    manifest: Manifest,
+    src: Artifact,
+    profile: Profile,
+    calib: Any = None,
 ) -> Artifact:
-    """No TensorRT here: write the ONNX inputs the device needs, record the trtexec commands."""
+    """No TensorRT here: write the ONNX inputs the device needs, record the trtexec commands.
+
+    ``calib``: INT8 calibration images for the Q/DQ ONNX (None: the bundle's own)."""
     art = replace(art, path=skipped_plan_path(art.precision, profile))
     sources: dict[str, str] = {}
     commands: dict[str, str] = {}
     for major in DEVICE_MAJORS:
         plan = build_plan(major, art.precision)
         if plan.onnx not in sources:
-            sources[plan.onnx] = source_onnx(bundle_dir, manifest, src, plan.onnx, art)
+            sources[plan.onnx] = source_onnx(bundle_dir, manifest, src, plan.onnx, art, calib)
         commands[f"tensorrt{major}"] = trtexec_command(
             plan, sources[plan.onnx], art.path, profile, TIMING_CACHE_REL
         )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 from ftedge.errors import FtedgeError
 from ftedge.export import trt_engine
@@ -26,12 +26,15 @@ def export_tensorrt(
     *,
     device: str = "cuda:0",
     timing_cache: Path | None = None,
+    calib: Any = None,
 ) -> list[Artifact]:
     """Build one TensorRT engine per precision from the bundle's FP32 ONNX.
 
     Returns one Artifact per precision: ``ok`` (engine built here), ``skipped`` (no TensorRT
     here: the message says so and ``details.trtexec`` holds the device-side commands) or
     ``failed`` (with the reason). Bad arguments raise FtedgeError before anything is written.
+    ``calib``: the INT8 calibration images (a ``CalibrationSet``) for the Q/DQ ONNX; None reads
+    the bundle's own list (classification crops), so a detector passes its letterboxed images.
     """
     bundle_dir = Path(bundle_dir)
     precisions = check_precisions(precisions)
@@ -44,10 +47,10 @@ def export_tensorrt(
         art = pending_artifact(src, precision, profile)
         try:
             if version is None:
-                art = record_skipped(art, bundle_dir, manifest, src, profile)
+                art = record_skipped(art, bundle_dir, manifest, src, profile, calib)
             else:
                 art = trt_engine.build_here(
-                    art, bundle_dir, manifest, src, profile, version, device, timing_cache
+                    art, bundle_dir, manifest, src, profile, version, device, timing_cache, calib
                 )
         except FtedgeError as e:
             art = replace(art, status="failed", message=str(e))

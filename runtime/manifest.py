@@ -36,7 +36,7 @@ from ftedge.errors import FtedgeError
 from ftedge.files import atomic_write_text, read_json, sha256_file
 from ftedge.runtime.preprocess import PreprocessSpec
 from ftedge.runtime.schema_fields import Fields, check_bundle_path, inside
-from ftedge.runtime.tasks import TASKS, ClassificationOutput, OutputKind, OutputSpec
+from ftedge.runtime.tasks import TASKS, ClassificationOutput, Gate, OutputKind, OutputSpec
 
 SCHEMA_VERSION = 2
 MANIFEST_NAME = "manifest.json"
@@ -138,6 +138,7 @@ class Artifact:
     files: dict[str, str] = field(default_factory=dict)  # every file of the artifact -> sha256
     details: dict[str, Any] = field(default_factory=dict)  # step-specific facts (free-form)
     message: str | None = None  # why it failed or was skipped
+    gate: Gate | None = None  # the accuracy budget it was held to (where recorded)
 
     @property
     def baked(self) -> bool:
@@ -162,6 +163,7 @@ class Artifact:
             "files": dict(self.files),
             "details": self.details,
             "message": self.message,
+            **({"gate": self.gate.to_dict()} if self.gate else {}),
         }
 
     @classmethod
@@ -185,6 +187,7 @@ class Artifact:
             files=files,
             details=f.mapping("details"),
             message=f.text("message", None),
+            gate=Gate.from_fields(f.sub("gate", {})),
         )
 
     @classmethod

@@ -75,6 +75,31 @@ class DetectionOutput:
 
 
 @dataclass(frozen=True)
+class Gate:
+    """The accuracy gate a reduced-precision artifact was held to, and its outcome.
+
+    ``max_drop``: points of the task's metric (top-1 %, mAP points) the artifact may lose
+    against the PyTorch reference; ``passed``: whether it stayed within it (the artifact is
+    ``failed`` otherwise).
+    """
+
+    max_drop: float
+    passed: bool
+
+    @classmethod
+    def from_fields(cls, f: Fields) -> Gate | None:
+        if not f.raw:
+            return None
+        passed = f.get("passed")
+        if not isinstance(passed, bool):
+            raise f.fail("passed", f"must be true or false, got {passed!r}")
+        return cls(max_drop=float(f.number("max_drop")), passed=passed)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"max_drop": self.max_drop, "passed": self.passed}
+
+
+@dataclass(frozen=True)
 class Task:
     """A task: the output spec its manifests carry and the metric its artifacts are held to."""
 

@@ -36,8 +36,8 @@ def test_export_verifies_boxes_against_pytorch(shapes_bundle, shapes_run):
     m = shapes_bundle.manifest
     assert m.task == "detection" and list(m.labels) == list(CLASSES)
     by_name = {a.name: a for a in m.artifacts}
-    assert set(by_name) == {"onnx-fp32", "openvino-fp32"}
-    for a in by_name.values():
+    assert set(by_name) == {"onnx-fp32", "openvino-fp32", "onnx-int8", "openvino-int8"}
+    for a in (by_name["onnx-fp32"], by_name["openvino-fp32"]):
         assert a.status == "ok", a.message
         assert a.parity is not None and a.parity.max_abs_diff <= 0.5  # pixels
         assert a.parity.top1_agreement >= 0.95  # images whose final detections match PyTorch's
@@ -98,6 +98,88 @@ def test_runtime_detect_finds_drawn_objects_torch_free(shapes_bundle, tmp_path):
             assert same, f"class {label} at {box} not found in {found}"
             # Found in the frame's own pixels (letterbox undone), as the same class.
             assert max(_iou(np.array(f[2:]), box) for f in same) >= 0.6, (box, same)
+
+
+@pytest.mark.slow
+def test_int8_artifacts_detect_within_the_map_gate(shapes_bundle):
+    """ONNX and OpenVINO INT8: decode kept in float, mAP drop within the gate, and the runtime
+    selects them by precision and finds the shapes."""
+    import onnx
+
+    from ftedge.runtime import load
+
+    bundle = shapes_bundle.bundle_dir
+    m = shapes_bundle.manifest
+    for name in ("onnx-int8", "openvino-int8"):
+        a = next(a for a in m.artifacts if a.name == name)
+        assert a.status == "ok", a.message
+        assert a.gate is not None and a.gate.passed and a.gate.max_drop == 1.0
+        assert a.accuracy_drop is not None and a.accuracy_drop <= 1.0  # mAP points
+        assert a.parity is not None and a.parity.images == 40
+    q = onnx.load(str(bundle / "onnx/model.int8.onnx")).graph
+    decode = set(next(a for a in m.artifacts if a.name == "onnx-int8").details["decode_in_float"])
+    assert decode and {n.name for n in q.node} >= decode  # same node names, still float ops
+    producer = {o: n.op_type for n in q.node for o in n.output}
+    assert not any(
+        producer.get(i) == "DequantizeLinear" for n in q.node if n.name in decode for i in n.input
+    )
+    assert {producer[o.name] for o in q.output} <= {"Concat", "Sqrt"}
+    import openvino as ov
+
+    ir = ov.Core().read_model(str(bundle / "openvino/int8/model.xml"))
+    fed = {
+        t.get_node().get_type_name()
+        for op in ir.get_ordered_ops()
+        if op.get_type_name() == "FakeQuantize"
+        for out in op.outputs()
+        for t in out.get_target_inputs()
+    }
+    assert "Convolution" in fed and not fed & {"Sqrt", "Sigmoid", "Exp", "Multiply"}, fed
+    rng = np.random.default_rng(3)
+    img, boxes, labels = shape_image(rng, 128, 128, max_objects=2, sizes=(24, 40))
+    for backend in ("onnxruntime", "openvino"):
+        with load(bundle, precision="int8", backend=backend) as det:
+            assert det.artifact.precision == "int8"
+            found = det.detect(img, conf=0.3, color="rgb")
+            for box, label in zip(boxes, labels, strict=True):
+                same = [d for d in found if d.index == label]
+                assert same and max(_iou(np.array(d.box), box) for d in same) >= 0.6, (
+                    backend,
+                    found,
+                )
+
+
+@pytest.mark.slow
+def test_a_map_gate_that_cannot_pass_fails_int8_and_exits_1(shapes_run, tmp_path):
+    """An impossible budget: onnx-int8 is tried with more and more nodes in float, then kept
+    marked failed; the CLI says so in one line and exits 1. TensorRT is not installed here:
+    its entries carry the trtexec commands and the Q/DQ ONNX (decode in float) they build from."""
+    out = tmp_path / "b"
+    r = subprocess.run(
+        [sys.executable, "-m", "ftedge", "export", str(shapes_run.run_dir), "--out", str(out)]
+        + ["--formats", "onnx,tensorrt", "--precision", "fp16,int8", "--calib-images", "16"]
+        + ["--max-accuracy-drop", "-100", "--no-progress"],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 1, r.stderr
+    err = r.stderr.strip()
+    assert "\n" not in err and "Traceback" not in err and "onnx-int8" in err, err
+    from ftedge.runtime.manifest import Manifest
+
+    m = Manifest.load(out)
+    by_name = {a.name: a for a in m.artifacts}
+    int8 = by_name["onnx-int8"]
+    assert int8.status == "failed" and int8.gate is not None and not int8.gate.passed
+    assert len(int8.details["sensitivity"]["attempts"]) >= 2 and int8.accuracy is not None
+    assert by_name["onnx-fp32"].status == "ok"
+    for p in ("fp16", "int8"):
+        trt = by_name[f"tensorrt-{p}"]
+        assert trt.status == "skipped" and "trtexec" in trt.details["trtexec"]["tensorrt10"]
+    assert (out / "tensorrt/model.int8-qdq.onnx").is_file()
+    qdq = trt.details["onnx_notes"]["excluded_nodes"]
+    assert set(int8.details["decode_in_float"]) <= set(qdq)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]  # no staging folder left
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
