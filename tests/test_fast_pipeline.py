@@ -247,3 +247,24 @@ def test_pipeline_phase_tables() -> None:
     }
     text = pipeline.table(res, res)
     assert "TOTAL WALL" in text and "1.00" in text and "before" in text
+
+
+def test_tuner_keeps_the_scored_head_identical_to_a_refit() -> None:
+    from ftedge.training.tune import Candidate, fit_head, tune_head
+
+    g = torch.Generator().manual_seed(0)
+    xt, xv = torch.randn(90, 16, generator=g), torch.randn(60, 16, generator=g)
+    yt, yv = torch.arange(90) % 3, torch.arange(60) % 3
+    xt[:, :3] += 2 * torch.nn.functional.one_hot(yt, 3)
+    xv[:, :3] += 2 * torch.nn.functional.one_hot(yv, 3)
+    grid = [Candidate("lbfgs", 0.1), Candidate("adamw", 0.01, lr=1e-2, steps=30, hidden=(8,))]
+    res = tune_head((xt, yt), (xv, yv), 3, seed=5, grid=grid)
+    assert res.protocol == "val"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the tuner fits
+    try:
+        refit = fit_head(res.chosen.candidate, xt, yt, 3, 5)
+    finally:
+        torch.set_num_threads(threads)
+    for a, b in zip(res.head.state_dict().values(), refit.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
