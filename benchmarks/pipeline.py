@@ -12,7 +12,8 @@ minus their sum: ``start-up + rest``. ``--threads`` sets ``OMP_NUM_THREADS`` and
 train --threads``; on a shared machine 1 thread is the comparison that load disturbs least.
 
 ``--compare REF_JSON`` prints a previous run's seconds beside these (and their ratio). Runs of
-older versions without some timers show those phases as ``-``. The load average before and
+older versions without some timers, or whose steps were named or split differently, show those
+phases as ``-`` on one side. The load average before and
 after is recorded: seconds from a loaded machine only mean something as ratios.
 """
 
@@ -58,20 +59,25 @@ def train_phases(metrics: dict[str, Any], wall: float) -> dict[str, float]:
     return {k: round(v, 2) for k, v in phases.items()}
 
 
+OF_WHICH = "  of which verify"  # a part of the step above it, not added to the total
+
+
 def export_phases(manifest: dict[str, Any], wall: float) -> dict[str, float]:
-    """Seconds per export step, each artifact's verification split out where recorded."""
+    """Seconds per export step; under each artifact's step, its verification where recorded
+    (a part of the step: the step keeps its whole time, comparable with older versions)."""
     record = manifest["provenance"]["exports"][-1]
-    steps = dict(record.get("step_seconds") or {})
-    for a in manifest["artifacts"]:
-        name = f"{a['format']} {a['precision']}"
-        verify = a.get("details", {}).get("verify_seconds")
-        if name in steps and verify is not None:
-            steps[f"{name}: verify"] = verify
-            steps[name] = steps[name] - verify
-    in_process = float(record.get("seconds", sum(steps.values())))
-    steps["other (calibration images, writing)"] = in_process - sum(
-        v for k, v in steps.items() if k != "other (calibration images, writing)"
-    )
+    steps: dict[str, float] = {}
+    verify = {
+        f"{a['format']} {a['precision']}": a.get("details", {}).get("verify_seconds")
+        for a in manifest["artifacts"]
+    }
+    for name, seconds in (record.get("step_seconds") or {}).items():
+        steps[name] = seconds
+        if verify.get(name) is not None:
+            steps[f"{name}:{OF_WHICH}"] = verify[name]
+    counted = sum(v for k, v in steps.items() if not k.endswith(OF_WHICH))
+    in_process = float(record.get("seconds", counted))
+    steps["other (calibration images, writing)"] = in_process - counted
     steps["start-up + rest"] = wall - in_process
     return {k: round(v, 2) for k, v in steps.items()}
 

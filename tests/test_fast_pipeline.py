@@ -234,7 +234,7 @@ def test_pipeline_phase_tables() -> None:
         "artifacts": [{"format": "onnx", "precision": "int8", "details": {"verify_seconds": 1.0}}],
     }
     steps = pipeline.export_phases(manifest, 6.0)
-    assert steps["onnx int8"] == 3.0 and steps["onnx int8: verify"] == 1.0
+    assert steps["onnx int8"] == 4.0 and steps["onnx int8:" + pipeline.OF_WHICH] == 1.0
     assert steps["other (calibration images, writing)"] == 1.0 and steps["start-up + rest"] == 1.0
     res = {
         "threads": 1,
