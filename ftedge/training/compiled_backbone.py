@@ -42,7 +42,7 @@ def _onnx_bytes(backbone: nn.Module, example: torch.Tensor) -> bytes:
         torch.onnx.export(
             backbone,
             (example[:1].contiguous().float(),),
-            buf,
+            buf,  # type: ignore[arg-type]  # the TorchScript exporter writes to file objects
             dynamo=False,
             opset_version=17,
             input_names=["input"],
