@@ -149,8 +149,7 @@ class FrozenExtractor:
                 return
             why = f"{compiled.backend} features differ from torch by {diff:.2e} > {MAX_ABS_DIFF}"
         self.backend_note = why
-        if self.wanted != "auto" or compiled is not None:  # asked for, or wrong: say so
-            warnings.warn(f"features computed in torch: {why}", stacklevel=3)
+        warnings.warn(f"features computed in torch: {why}", stacklevel=3)
 
     def _try_folding(self, x: torch.Tensor, ref: torch.Tensor) -> None:
         try:
