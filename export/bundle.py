@@ -234,13 +234,14 @@ def _export(source: Path, opts: ExportOptions) -> ExportResult:
     request = requested_artifacts(opts)
     run = read_source(source)  # fails early, before anything is written
     dest = _destination(source, run, opts)
-    progress = StepProgress(2 + request.count, opts.progress)
+    progress = StepProgress(4 + request.count, opts.progress)
     notes = list(request.notes)
     with contextlib.closing(progress), staging_dir(dest) as tmp:
         manifest, data = _start(source, run, tmp, opts, progress)
         manifest = _with_export_record(manifest, opts, source)
         with progress.step("verify ONNX FP32"):
             manifest = verify_fp32(tmp, manifest, data)
+        with progress.step("fast-path check"):
             manifest = with_fast_path(tmp, manifest, data)
         manifest = _make_requested(tmp, manifest, data, request, opts, progress, notes)
         manifest = _finish_export_record(manifest, progress.seconds, time.perf_counter() - start)
@@ -276,8 +277,7 @@ def _start(
     """The staged bundle's manifest (with its FP32 ONNX) and the data to verify on."""
     if run is None:
         return _from_bundle(source, tmp, opts, progress)
-    with progress.step("torch reference + ONNX FP32"):
-        return _from_run(run, tmp, opts)
+    return _from_run(run, tmp, opts, progress)
 
 
 def _from_bundle(
@@ -297,14 +297,18 @@ def _from_bundle(
     return manifest, data
 
 
-def _from_run(run: RunSource, tmp: Path, opts: ExportOptions) -> tuple[Manifest, EvalData]:
+def _from_run(
+    run: RunSource, tmp: Path, opts: ExportOptions, progress: StepProgress
+) -> tuple[Manifest, EvalData]:
     """Load the checkpoint (torch), store the reference, export ONNX FP32 (+ baked)."""
-    data = run_data(run, opts)
-    ref = torch_reference(run, data)
-    manifest = run_manifest(run, data, ref, save_reference(tmp, ref), opts.softmax)
-    manifest = add_fp32_onnx(
-        tmp, manifest, ref.model, softmax=opts.softmax, bake=opts.bake_preprocess
-    )
+    with progress.step("reference logits"):
+        data = run_data(run, opts)
+        ref = torch_reference(run, data)
+        manifest = run_manifest(run, data, ref, save_reference(tmp, ref), opts.softmax)
+    with progress.step("ONNX export"):
+        manifest = add_fp32_onnx(
+            tmp, manifest, ref.model, softmax=opts.softmax, bake=opts.bake_preprocess
+        )
     return manifest, ref.eval_data()
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ftedge.errors import FtedgeError
-from ftedge.export.verify import EvalData, verify_artifact
+from ftedge.export.verify import EvalData, run_artifact, verify_artifact
 from ftedge.runtime.manifest import Artifact, InputSpec, Manifest
 
 ONNX_FP32 = "onnx/model.fp32.onnx"
@@ -103,7 +103,10 @@ def verify_fp32(bundle_dir: Path, manifest: Manifest, data: EvalData) -> Manifes
     """Verify every FP32 ONNX against PyTorch; FtedgeError when one does not match."""
     for a in manifest.artifacts:
         if a.format == "onnx" and a.precision == "fp32":
-            a = verify_artifact(bundle_dir, manifest, a, data)
+            outputs = run_artifact(bundle_dir, manifest, a, data)
+            if not a.baked and a.output.name == manifest.output.name:
+                data.fp32_outputs = outputs[0]
+            a = verify_artifact(bundle_dir, manifest, a, data, outputs=outputs)
             a.details["verified_on"] = data.source
             if a.status == "failed":
                 raise FtedgeError(f"FP32 ONNX does not match PyTorch: {a.message}")

@@ -9,7 +9,7 @@ bundle is the other kind of source: it already holds all of this (``is_bundle``)
 from __future__ import annotations
 
 import datetime as _dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,9 @@ from ftedge.runtime.preprocess import PreprocessSpec
 from ftedge.runtime.tasks import ClassificationOutput, OutputKind
 
 PARITY_SUBSET = 100  # test crops stored in the bundle for --check on machines without the data
+# A run's stored test logits are reused when a fresh PyTorch pass over the first PARITY_SUBSET
+# images agrees this closely (a tenth of what an FP32 artifact may differ by).
+STORED_MAX_ABS_DIFF = 1e-4
 Sample = tuple[str, int]  # (image path relative to the data root, label)
 
 
@@ -139,6 +142,7 @@ class TorchReference:
     crops: np.ndarray  # uint8 NHWC test crops at network resolution
     labels: np.ndarray
     logits: np.ndarray
+    origin: dict[str, Any] = field(default_factory=dict)  # computed here, or the run's
 
     @property
     def accuracy(self) -> float:
@@ -149,17 +153,47 @@ class TorchReference:
 
 
 def torch_reference(run: RunSource, data: RunData) -> TorchReference:
-    """Load the checkpoint (torch) and compute its logits on the test split."""
+    """Load the checkpoint (torch) and its logits on the test split: the ones training stored
+    when they check out (``reuse_stored``), else a full PyTorch pass."""
     from ftedge.checkpoint import load_checkpoint
-    from ftedge.export import onnx_export
     from ftedge.export.calibration import load_crops
     from ftedge.runtime.preprocess import normalize
 
     loaded = load_checkpoint(run.path)
     crops = load_crops(run.splits.root, list(data.test), data.spec)
     y = np.array([lbl for _, lbl in data.test])
-    logits = onnx_export.reference_logits(loaded.model, normalize(crops, data.spec))
-    return TorchReference(loaded.model, str(loaded.path), crops, y, logits)
+    logits, origin = reuse_stored(run, data, loaded.model, normalize(crops, data.spec))
+    return TorchReference(loaded.model, str(loaded.path), crops, y, logits, origin)
+
+
+def reuse_stored(
+    run: RunSource, data: RunData, model: Any, images: np.ndarray
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """(test logits, where they came from): the run's stored ones when they belong to this
+    checkpoint, test list and preprocessing and a fresh PyTorch pass over the first
+    ``PARITY_SUBSET`` images agrees with them within ``STORED_MAX_ABS_DIFF``; else all computed
+    here. A stale or disagreeing stored reference is refused with a warning."""
+    import warnings
+
+    from ftedge.export import onnx_export
+    from ftedge.run_reference import SIDECAR_FILE, read_reference
+
+    run_dir = run.path if run.path.is_dir() else run.path.parent
+    stored, why = read_reference(
+        run_dir, run.meta.get("weights_sha256"), data.test, run.meta["preprocessing"]
+    )
+    if stored is not None:
+        k = min(PARITY_SUBSET, len(images))
+        fresh = onnx_export.reference_logits(model, images[:k])
+        diff = float(np.abs(fresh - stored.logits[:k]).max())
+        if diff <= STORED_MAX_ABS_DIFF:
+            origin = {"from": "run", "checked_images": k, "max_abs_diff": diff}
+            return stored.logits, {**origin, "computed_by": stored.record.get("computed_by")}
+        why = f"stored test logits differ from PyTorch by {diff:.2e} > {STORED_MAX_ABS_DIFF}"
+    if (run_dir / SIDECAR_FILE).is_file():  # stored but refused (absent: nothing to say)
+        warnings.warn(f"{why}: computing the PyTorch reference", stacklevel=2)
+    logits = onnx_export.reference_logits(model, images)
+    return logits, {"from": "pytorch", "note": why}
 
 
 def save_reference(bundle_dir: Path, ref: TorchReference) -> Reference:
@@ -189,7 +223,7 @@ def run_manifest(
     meta = run.meta
     provenance = Provenance(
         checkpoint=CheckpointRef(ref.checkpoint, meta.get("weights_sha256"), meta.get("epoch")),
-        record=provenance_record(run.path, meta),
+        record={**provenance_record(run.path, meta), "reference_logits": ref.origin},
     )
     return Manifest(
         labels=data.labels,

@@ -77,6 +77,10 @@ class TrainConfig:
     feature_cache_dir: str | None = opt(
         None, "keep cached features on disk here instead of RAM (large datasets)"
     )
+    feature_backend: Literal["auto", "openvino", "onnxruntime", "torch"] = opt(
+        "auto",
+        "what computes cached features on a CPU; auto: OpenVINO, else onnxruntime, else torch (checked against torch on the first batch)",
+    )
     image_size: int | None = opt(
         None,
         "network input size (default: the backbone's pretrained size; 128 for the built-in 28 px dataset)",

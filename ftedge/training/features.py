@@ -19,6 +19,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from ftedge.training.compiled_backbone import (
+    MAX_ABS_DIFF,
+    CompiledBackbone,
+    FeatureBackend,
+    compile_backbone,
+)
+
 if TYPE_CHECKING:
     from ftedge.training.steps import StepRunner
 
@@ -84,32 +91,73 @@ def fold_frozen_batchnorm(backbone: nn.Module, example: torch.Tensor) -> tuple[n
 
 
 class FrozenExtractor:
-    """The backbone used for cached features: BN-folded, checked once against the original.
+    """The backbone used for cached features, checked once against the original.
 
-    The first batch goes through both; the folded copy is used from then on only if it agrees
-    (``max_abs_diff`` records by how much).
+    The first batch goes through the original backbone and through the fast candidates: the
+    backbone compiled by OpenVINO or onnxruntime (``backend``, CPU only; see
+    ``compiled_backbone``), else a BatchNorm-folded torch copy. A candidate is used from then on
+    only if it agrees (``max_abs_diff`` / ``backend_max_abs_diff`` record by how much).
     """
 
-    def __init__(self, backbone: nn.Module) -> None:
+    def __init__(self, backbone: nn.Module, backend: FeatureBackend = "torch") -> None:
         self.reference = backbone
         self.fast: nn.Module | None = None
         self.folded = 0
         self.max_abs_diff: float | None = None
         self.checked = False
+        self.wanted: FeatureBackend = backend
+        self.compiled: CompiledBackbone | None = None
+        self.backend_max_abs_diff: float | None = None
+        self.backend_note = ""
+
+    @property
+    def backend(self) -> str:
+        """What computes the features after the first batch."""
+        return self.compiled.backend if self.compiled is not None else "torch"
+
+    def record(self) -> dict[str, Any]:
+        """The backend used, its difference from torch on the first batch, and why not faster."""
+        return {
+            "backend": self.backend,
+            "max_abs_diff": self.backend_max_abs_diff,
+            "note": self.backend_note or None,
+        }
 
     @torch.inference_mode()
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self.checked:
+            if self.compiled is not None:
+                return torch.from_numpy(self.compiled.run(x.float().contiguous().cpu().numpy()))
             return (self.fast or self.reference)(x)
         self.checked = True
         self.reference.eval()
         ref = self.reference(x)
+        if self.wanted != "torch":
+            self._try_compiled(x, ref)
+        if self.compiled is None:
+            self._try_folding(x, ref)
+        return ref
+
+    def _try_compiled(self, x: torch.Tensor, ref: torch.Tensor) -> None:
+        compiled, why = compile_backbone(self.reference, x, self.wanted)
+        if compiled is not None:
+            got = torch.from_numpy(compiled.run(x.float().contiguous().cpu().numpy()))
+            diff = float((got - ref.float()).abs().max())
+            self.backend_max_abs_diff = diff
+            if diff <= MAX_ABS_DIFF:
+                self.compiled = compiled
+                return
+            why = f"{compiled.backend} features differ from torch by {diff:.2e} > {MAX_ABS_DIFF}"
+        self.backend_note = why
+        warnings.warn(f"features computed in torch: {why}", stacklevel=3)
+
+    def _try_folding(self, x: torch.Tensor, ref: torch.Tensor) -> None:
         try:
             fast, n = fold_frozen_batchnorm(self.reference, x)
             got = fast(x)
         except Exception as e:  # an exotic graph: keep the original, and say so
-            warnings.warn(f"BatchNorm folding skipped: {e}", stacklevel=2)
-            return ref
+            warnings.warn(f"BatchNorm folding skipped: {e}", stacklevel=3)
+            return
         self.max_abs_diff = float((got.float() - ref.float()).abs().max())
         # Folding only reorders float arithmetic; a larger difference means a wrong match.
         if n and torch.allclose(got.float(), ref.float(), rtol=1e-3, atol=1e-4):
@@ -117,9 +165,8 @@ class FrozenExtractor:
         elif n:
             warnings.warn(
                 f"BatchNorm folding not used: max difference {self.max_abs_diff:.2e}",
-                stacklevel=2,
+                stacklevel=3,
             )
-        return ref
 
 
 @torch.inference_mode()

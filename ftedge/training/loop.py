@@ -37,6 +37,8 @@ from ftedge.training.epochs import CachedFeatures, EpochSource, FullImages, RunD
 from ftedge.training.recipe import Schedule, make_schedule
 from ftedge.training.results import (
     METRICS_SCHEMA_VERSION,
+    Phases,
+    TestReference,
     data_summary,
     evaluate_on_test,
     write_results,
@@ -82,18 +84,20 @@ def train(
     ``exist_ok`` replaces a finished run of the same name (otherwise refused).
     Under torchrun every process calls this; rank 0 writes the files.
     """
+    phases = Phases()
     ddp = dist.init()
     cfg, run_dir = _resolve(cfg, resume)
     if run_dir is None:
         check_run_dir_free(Path(cfg.out), cfg.name, exist_ok)  # before any work is done
     device = configure_torch(cfg, ddp)
-
+    phases.mark("setup")
     splits = scan_image_folder(
         cfg.data or "",
         val_fraction=cfg.val_fraction,
         test_fraction=cfg.test_fraction,
         seed=cfg.seed,
     )
+    phases.mark("data")
 
     model, meta = _build_model(cfg, splits)
     mode = choose_epoch_mode(cfg)
@@ -108,11 +112,13 @@ def train(
     scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
     data = _run_data(run_cfg, splits, meta.preprocessing, mode, device, ddp)
     steps = StepRunner(run_cfg, device, memory_format, amp, scaler, schedule.steps_per_epoch)
+    phases.mark("model")
     source: EpochSource = (
         CachedFeatures(data, steps, sampler, model)
         if mode.cache_features
         else FullImages(data, steps, sampler)
     )
+    phases.mark("features")
     tuning = None
     if isinstance(source, CachedFeatures) and cfg.tune == "auto" and ddp.world_size == 1:
         tuning = _tuning(source, model, run_dir, cfg.seed, resumed=resume is not None)
@@ -123,27 +129,44 @@ def train(
         if resume is not None
         else None
     )
-
     run = _Run(run_cfg, run_dir, model, optimizer, steps, source, meta, device, ddp.rank == 0)
     run.schedule = schedule
     if tuning is not None:
         progress = _tuned_epoch(run, tuning) if state is None else _finished(state)
     else:
         progress = _run_epochs(run, _progress_from(state, run_cfg, steps))
-
-    dist.barrier()  # rank 0 has written best.safetensors; every rank reads it (shared disk)
-    from ftedge.models.registry import read_state_dict
-
-    model.load_state_dict(read_state_dict(run_dir / "best.safetensors"))
-    report = evaluate_on_test(model, source, data)
-    metrics = _metrics(run, progress, report, mode, amp, splits, ddp.world_size)
-    metrics["tuning"] = tuning
-    if run.main:
-        write_results(run_dir, metrics, splits.classes)
+    phases.mark("tuning" if tuning is not None else "epochs")
+    metrics = _test_and_write(run, data, progress, mode, amp, splits, ddp, tuning, phases)
     dist.barrier()
     dist.shutdown()
     release_run_dir(run_dir)
     return TrainResult(run_dir, metrics)
+
+
+def _test_and_write(
+    run: _Run,
+    data: RunData,
+    progress: _Progress,
+    mode: EpochMode,
+    amp: torch.dtype | None,
+    splits: DatasetSplits,
+    ddp: dist.DDPInfo,
+    tuning: dict[str, Any] | None,
+    phases: Phases,
+) -> dict[str, Any]:
+    """Test the best checkpoint; rank 0 writes metrics.json, the plots, the test logits."""
+    from ftedge.models.registry import read_state_dict
+
+    dist.barrier()  # rank 0 has written best.safetensors; every rank reads it (shared disk)
+    run.model.load_state_dict(read_state_dict(run.run_dir / "best.safetensors"))
+    report, logits = evaluate_on_test(run.model, run.source, data)
+    metrics = _metrics(run, progress, report, mode, amp, splits, ddp.world_size)
+    metrics["tuning"] = tuning
+    phases.mark("test")
+    if run.main:
+        ref = _reference(run, logits, amp, splits, ddp.world_size)
+        write_results(run.run_dir, metrics, splits.classes, phases, ref)
+    return metrics
 
 
 def _resolve(cfg: TrainConfig | None, resume: str | Path | None) -> tuple[TrainConfig, Path | None]:
@@ -374,6 +397,20 @@ def _save_epoch(
 
 
 # -- results ----------------------------------------------------------------------------------
+def _reference(
+    run: _Run, logits: Any, amp: torch.dtype | None, splits: DatasetSplits, world_size: int
+) -> TestReference | None:
+    """The test logits for the export to reuse: float32 on a CPU, one process, all of test."""
+    if run.device.type != "cpu" or amp is not None or world_size != 1:
+        return None
+    if len(logits) != len(splits.test):
+        return None
+    src = run.source
+    features = src.extractor.record() if isinstance(src, CachedFeatures) else {"backend": "torch"}
+    computed_by = {"features": features, "head": "torch"}
+    return TestReference(logits, [(s.path, s.label) for s in splits.test], computed_by)
+
+
 def _metrics(
     run: _Run,
     progress: _Progress,
@@ -386,10 +423,11 @@ def _metrics(
     """The metrics.json document."""
     history = [e.to_dict() for e in progress.history]
     extraction = run.source.extraction_seconds
-    folding = None
+    folding = backend = None
     if isinstance(run.source, CachedFeatures):
         ex = run.source.extractor
         folding = {"pairs": ex.folded, "max_abs_diff": ex.max_abs_diff}
+        backend = ex.record()
     return {
         "schema_version": METRICS_SCHEMA_VERSION,
         "run_dir": str(run.run_dir),
@@ -408,5 +446,6 @@ def _metrics(
         "feature_seconds": round(extraction, 3),
         "total_seconds": round(extraction + sum(e.seconds for e in progress.history), 3),
         "batchnorm_folding": folding,  # cached features: BN pairs folded, max diff vs unfolded
+        "feature_backend": backend,  # cached features: torch, openvino or onnxruntime
         "schedule": run.schedule.to_dict() if run.schedule else None,
     }

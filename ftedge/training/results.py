@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,7 @@ from ftedge.checkpoint import read_checkpoint_meta, write_meta
 from ftedge.data.folders import DatasetSplits
 from ftedge.files import atomic_write_text
 from ftedge.models import FtedgeClassifier
+from ftedge.run_reference import write_reference
 from ftedge.training import distributed as dist
 from ftedge.training.epochs import EpochSource, RunData
 from ftedge.training.metrics import classification_report, plot_confusion, plot_curves
@@ -22,8 +25,11 @@ from ftedge.training.metrics import classification_report, plot_confusion, plot_
 METRICS_SCHEMA_VERSION = 1
 
 
-def evaluate_on_test(model: FtedgeClassifier, source: EpochSource, data: RunData) -> dict[str, Any]:
-    """Accuracy, per-class metrics, confusion matrix and loss of ``model`` on the test split."""
+def evaluate_on_test(
+    model: FtedgeClassifier, source: EpochSource, data: RunData
+) -> tuple[dict[str, Any], np.ndarray]:
+    """Accuracy, per-class metrics, confusion matrix and loss of ``model`` on the test split,
+    and this process's test logits (float32, in the order of its share of the split)."""
     model.eval()
     logits, labels = source.test_logits(model)
     splits = data.splits
@@ -39,7 +45,7 @@ def evaluate_on_test(model: FtedgeClassifier, source: EpochSource, data: RunData
         )
     )
     report["loss"] = float(loss_n[0] / max(1.0, float(loss_n[1])))
-    return report
+    return report, logits.detach().float().cpu().numpy()
 
 
 def data_summary(splits: DatasetSplits) -> dict[str, Any]:
@@ -53,11 +59,54 @@ def data_summary(splits: DatasetSplits) -> dict[str, Any]:
     }
 
 
-def write_results(run_dir: Path, metrics: dict[str, Any], classes: list[str]) -> None:
-    """metrics.json, the plots, and the test accuracy in best.json (weights untouched)."""
-    atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+def write_results(
+    run_dir: Path,
+    metrics: dict[str, Any],
+    classes: list[str],
+    phases: Phases,
+    reference: TestReference | None = None,
+) -> None:
+    """The plots, the stored test logits, the test accuracy in best.json (weights untouched),
+    and metrics.json last, with the seconds of every phase including this one."""
+    plot_curves(metrics["epochs"], run_dir / "curves.png")
+    plot_confusion(metrics["test"]["confusion_matrix"], classes, run_dir / "confusion_matrix.png")
+    phases.mark("plots")
     best_json = run_dir / "best.json"
     best = read_checkpoint_meta(best_json)
     write_meta(best_json, dataclasses.replace(best, test_accuracy=metrics["test"]["accuracy"]))
-    plot_curves(metrics["epochs"], run_dir / "curves.png")
-    plot_confusion(metrics["test"]["confusion_matrix"], classes, run_dir / "confusion_matrix.png")
+    if reference is not None and best.weights_sha256:
+        write_reference(
+            run_dir,
+            reference.logits,
+            best.weights_sha256,
+            reference.test,
+            best.preprocessing.to_dict(),
+            reference.computed_by,
+        )
+    metrics["stored_test_logits"] = reference is not None
+    phases.mark("results")
+    metrics["phase_seconds"] = dict(phases.seconds)
+    atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+
+
+@dataclass(frozen=True)
+class TestReference:
+    """The best checkpoint's test logits, for ``ftedge.run_reference`` (float32 CPU runs)."""
+
+    logits: np.ndarray
+    test: list[tuple[str, int]]
+    computed_by: dict[str, Any]
+
+
+@dataclass
+class Phases:
+    """Wall seconds of each phase of a run, from ``time.perf_counter`` spans (metrics.json)."""
+
+    seconds: dict[str, float] = field(default_factory=dict)
+    last: float = field(default_factory=time.perf_counter)
+
+    def mark(self, name: str) -> None:
+        """Close the span since the previous mark as phase ``name`` (added up if repeated)."""
+        now = time.perf_counter()
+        self.seconds[name] = round(self.seconds.get(name, 0.0) + now - self.last, 3)
+        self.last = now

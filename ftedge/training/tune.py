@@ -257,6 +257,7 @@ def _tune(
     x_fit, y_fit = (torch.cat([xt, xv]), torch.cat([yt, yv])) if kfold else (xt, yt)
     grid = grid if grid is not None else default_grid(len(y_fit))
     scores = []
+    heads: list[nn.Sequential] = []  # val protocol: each candidate's head, already fitted on train
     for c in grid:
         if kfold:
             folds = stratified_folds(y_fit, FOLDS, seed)
@@ -269,12 +270,18 @@ def _tune(
                 correct, loss = correct + a, loss + b
             n = len(y_fit)
         else:
-            correct, loss = _score(fit_head(c, xt, yt, num_classes, seed), xv, yv)
+            heads.append(fit_head(c, xt, yt, num_classes, seed))
+            correct, loss = _score(heads[-1], xv, yv)
             n = len(yv)
         scores.append(Score(c, correct / max(1, n), loss / max(1, n)))
     # max() keeps the first of equal keys: the grid order (simplest first) breaks exact ties.
     best = max(scores, key=Score.key)
-    head = fit_head(best.candidate, x_fit, y_fit, num_classes, seed)
+    # The val protocol fits the chosen head on train, exactly as it was scored (same data, seed,
+    # one thread): that head is kept rather than fitted a second time.
+    if kfold:
+        head = fit_head(best.candidate, x_fit, y_fit, num_classes, seed)
+    else:
+        head = heads[scores.index(best)]
     fit_on: Literal["train", "train+val"] = "train+val" if kfold else "train"
     protocol: Literal["val", "kfold"] = "kfold" if kfold else "val"
     return TuneResult(protocol, tuple(scores), best, head, fit_on, time.perf_counter() - t0)
