@@ -317,7 +317,7 @@ def build_config(
 
 # Defaults that differ for detection (below the YAML file and the flags in precedence): the
 # new layers see few, large images, so smaller batches and a higher rate train them best.
-DETECT_DEFAULTS: dict[str, Any] = {"epochs": 30, "batch_size": 16, "lr": 5e-3, "patience": 0}
+DETECT_DEFAULTS: dict[str, Any] = {"epochs": 20, "batch_size": 16, "lr": 5e-3, "patience": 0}
 
 
 def with_task_defaults(yaml_values: dict[str, Any], flags: dict[str, Any]) -> dict[str, Any]:
