@@ -57,3 +57,22 @@ def test_select_thresholds_and_caps():
     assert len(b) == 3 and s[0] == pytest.approx(1.0) and (s >= 0.35).all()
     b, s, c = select(boxes, scores, conf=2.0, iou=0.5, max_det=3)
     assert b.shape == (0, 4) and s.shape == (0,) and c.shape == (0,)
+
+
+def test_detection_agreement_pairs_same_class_boxes_one_to_one():
+    from ftedge.export.detection_verify import agreement
+
+    def dets(boxes, labels):
+        b = np.array(boxes, np.float32).reshape(-1, 4)
+        return b, np.ones(len(b), np.float32), np.array(labels, np.int64)
+
+    ours = [dets([[0, 0, 10, 10], [20, 20, 30, 30]], [0, 1]), dets([], [])]
+    same = [dets([[1, 0, 11, 10], [20, 20, 30, 30]], [0, 1]), dets([], [])]
+    assert agreement(ours, same) == 1.0  # a box moved by 1 px is the same object
+    other_class = [dets([[0, 0, 10, 10], [20, 20, 30, 30]], [1, 1]), dets([], [])]
+    assert agreement(ours, other_class) == 0.5  # 2 x 1 pair / 4 detections
+    missed = [dets([[0, 0, 10, 10]], [0]), dets([[50, 50, 60, 60]], [0])]
+    assert agreement(ours, missed) == 0.5  # 1 pair; one missed, one extra
+    two_on_one = [dets([[0, 0, 10, 10], [0, 0, 10, 10], [20, 20, 30, 30]], [0, 0, 1]), dets([], [])]
+    assert agreement(ours, two_on_one) == 2 * 2 / 5  # one to one: a duplicate pairs with nothing
+    assert agreement([dets([], [])], [dets([], [])]) == 1.0
