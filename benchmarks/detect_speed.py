@@ -23,22 +23,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from train_speed import machine  # noqa: E402
 
-from ftedge.config import TrainConfig  # noqa: E402
-from ftedge.detection.train import train_detector  # noqa: E402
+import ftedge  # noqa: E402
 
 
 def run(cache: str, epochs: int, out: Path, threads: int) -> dict:
-    cfg = TrainConfig(
-        task="detect",
-        out=str(out),
-        name=f"cache-{cache}",
-        epochs=epochs,
-        patience=0,
-        cache_features=cache,
-        threads=threads,
-    )
+    # ftedge.train applies the detection defaults (batch 16, lr 5e-3) as the CLI does.
+    kw = dict(task="detect", epochs=epochs, patience=0, cache_features=cache, threads=threads)
     t0 = time.perf_counter()
-    m = train_detector(cfg).metrics
+    m = ftedge.train(out=str(out), name=f"cache-{cache}", **kw).metrics
     wall = time.perf_counter() - t0
     later = [e["seconds"] for e in m["epochs"][1:]]  # epochs after the first
     return {

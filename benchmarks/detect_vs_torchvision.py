@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from train_speed import machine  # noqa: E402
 
+import ftedge  # noqa: E402
 from ftedge.config import TrainConfig  # noqa: E402
 from ftedge.detection import load_detection_data, materialise_default_detection_data  # noqa: E402
 from ftedge.detection.epochs import MIN_STEPS_PER_EPOCH  # noqa: E402
@@ -41,7 +42,6 @@ from ftedge.detection.features import load_inputs  # noqa: E402
 from ftedge.detection.metrics import evaluate_detections  # noqa: E402
 from ftedge.detection.model import MultiScaleBackbone  # noqa: E402
 from ftedge.detection.orient import orientations, resolve_flips  # noqa: E402
-from ftedge.detection.train import train_detector  # noqa: E402
 from ftedge.models.registry import create_backbone, resolve_backbone  # noqa: E402
 
 SIZE = 256
@@ -177,10 +177,9 @@ def train_torchvision(epochs: int, channels: int, batch: int, lr: float) -> dict
 
 
 def train_ftedge(epochs: int, out: Path, threads: int) -> dict:
-    cfg = TrainConfig(
-        task="detect", out=str(out), name="ftedge", epochs=epochs, patience=0, threads=threads
-    )
-    m = train_detector(cfg).metrics
+    # ftedge.train applies the detection defaults (batch 16, lr 5e-3) as the CLI does.
+    kw = dict(task="detect", epochs=epochs, patience=0, threads=threads)
+    m = ftedge.train(out=str(out), name="ftedge", **kw).metrics
     return {
         "train_seconds": m["total_seconds"],  # feature extraction + epochs
         "test_map": round(m["test"]["map"], 4),

@@ -51,6 +51,7 @@ class FullLoop:
     aug: Augment | None
     grad_clip: float
     orients: tuple[Orient, ...]  # orientations trained on (``--flips``)
+    fmt: torch.memory_format = torch.contiguous_format  # channels_last with --channels-last
 
 
 def optimizer(det: Detector, cfg: TrainConfig) -> torch.optim.AdamW:
@@ -85,7 +86,7 @@ def train_epoch_full(
             img, boxes, labels = _sample(loop, int(i), rng)
             images.append(img)
             targets.append(assign(loop.grid, torch.from_numpy(boxes), torch.from_numpy(labels)))
-        x = normalise(np.stack(images), loop.spec).to(centers.device)
+        x = normalise(np.stack(images), loop.spec).to(centers.device, memory_format=loop.fmt)
         cls, ltrb, ctr = det(x)
         loss = detection_loss(cls, distances_to_boxes(centers, ltrb), ctr, targets).total
         opt.zero_grad(set_to_none=True)
