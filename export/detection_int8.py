@@ -30,8 +30,6 @@ from typing import Any
 from ftedge.export.detection_verify import DetectionCheck
 from ftedge.runtime.manifest import Artifact, Manifest
 
-ONNX_INT8 = "onnx/model.int8.onnx"
-
 
 @dataclass(frozen=True)
 class FloatNodes:
@@ -91,24 +89,11 @@ def calibration_set(samples: Sequence[Any], size: int, spec: Any, count: int | N
 
 def onnx_int8(check: DetectionCheck, fp32: Artifact, calib: Any, calib_method: Any) -> Artifact:
     """u8s8 Q/DQ INT8 with the decode in float; over the mAP budget, the sensitivity search."""
-    from ftedge.export.onnx_int8 import TARGET_TYPES
-    from ftedge.export.onnx_int8_search import FloatPolicy, search_int8
+    from ftedge.export.onnx_int8_search import FloatPolicy, int8_artifact, search_int8
 
-    act, sym = TARGET_TYPES["cpu"]
     nodes = float_nodes(check.bundle_dir / fp32.path)
-    art = Artifact("onnx", "int8", ONNX_INT8, input=fp32.input, output=fp32.output)
-    art.details.update(
-        target="cpu (onnxruntime)",
-        format="QDQ",
-        activation_type=act,
-        activation_symmetric=sym,
-        weight_type="int8",
-        weight_symmetric=True,
-        per_channel=True,
-        calib_method=calib_method,
-        calibration_images=len(calib),
-        decode_in_float=list(nodes.decode),
-    )
+    art = int8_artifact(fp32, len(calib), calib_method)
+    art.details["decode_in_float"] = list(nodes.decode)
     policy = FloatPolicy(
         always=nodes.decode,
         last=nodes.outputs,

@@ -98,6 +98,11 @@ def search_int8(
 
 def _int8_artifact(fp32: Artifact, calib: Any, opts: ExportOptions) -> Artifact:
     """The ONNX INT8 artifact before quantization, with the quantization settings recorded."""
+    return int8_artifact(fp32, len(calib), opts.calib_method)
+
+
+def int8_artifact(fp32: Artifact, calibration_images: int, calib_method: Any) -> Artifact:
+    """A u8s8 Q/DQ ONNX INT8 artifact (any task) before quantization, its settings recorded."""
     from ftedge.export.onnx_int8 import TARGET_TYPES
 
     act, sym = TARGET_TYPES["cpu"]
@@ -110,8 +115,8 @@ def _int8_artifact(fp32: Artifact, calib: Any, opts: ExportOptions) -> Artifact:
         weight_type="int8",
         weight_symmetric=True,
         per_channel=True,
-        calib_method=opts.calib_method,
-        calibration_images=len(calib),
+        calib_method=calib_method,
+        calibration_images=calibration_images,
         bias_correction="per-channel mean shift of each Conv/Gemm (weights + input quantizer), "
         "measured on the calibration images",
         why_types="uint8 activations + int8 weights (u8s8): the fast integer kernels on x86 "

@@ -75,21 +75,9 @@ def save_state(run_dir: Path, state: DetectState) -> None:
 def check_resumable(run_dir: Path) -> None:
     """A saved epoch whose ``last.safetensors`` matches ``last.json``'s sha256, or one line."""
     from ftedge.detection.checkpoint import read_detection_meta
-    from ftedge.files import sha256_file
+    from ftedge.training import resume
 
-    if not (run_dir / "config.yaml").is_file():
-        raise FtedgeError(f"cannot resume: {run_dir} is not a run directory (no config.yaml)")
-    if not (run_dir / "last.json").is_file() or not state_path(run_dir).is_file():
-        raise FtedgeError(
-            f"cannot resume {run_dir}: it was stopped before its first epoch was saved "
-            "(start it again)"
-        )
-    meta = read_detection_meta(run_dir / "last.json")
-    weights = run_dir / meta.weights
-    if not weights.is_file() or sha256_file(weights) != meta.weights_sha256:
-        raise FtedgeError(
-            f"cannot resume {run_dir}: {weights.name} does not match the sha256 in last.json"
-        )
+    resume.check_resumable(run_dir, read_detection_meta)
 
 
 def load_state(run_dir: Path) -> DetectState:

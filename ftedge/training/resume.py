@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -107,7 +108,7 @@ def state_path(run_dir: Path) -> Path:
     return run_dir / "last.state.pt"
 
 
-def check_resumable(run_dir: Path) -> None:
+def check_resumable(run_dir: Path, read_meta: Callable[[Path], Any] | None = None) -> None:
     """A completed epoch is saved and ``last.safetensors`` matches the sha256 in ``last.json``.
 
     A half-written or swapped weights file is refused here, before anything is recomputed.
@@ -123,7 +124,7 @@ def check_resumable(run_dir: Path) -> None:
             f"cannot resume {run_dir}: it was stopped before its first epoch was saved "
             "(start it again)"
         )
-    meta = read_checkpoint_meta(last)
+    meta = (read_meta or read_checkpoint_meta)(last)
     weights = run_dir / meta.weights
     if not weights.is_file() or sha256_file(weights) != meta.weights_sha256:
         raise FtedgeError(
