@@ -148,5 +148,8 @@ def load_run_config(run_dir: Path) -> TrainConfig:
 
 
 def run_task(run_dir: Path) -> str:
-    """The task (``classify`` / ``detect``) a run directory was started with."""
+    """The task (``classify`` / ``detect``) a run directory was started with; ``classify``
+    where it has no config (resuming then fails with the usual one-line reason)."""
+    if not (run_dir / "config.yaml").is_file():
+        return "classify"
     return load_run_config(run_dir).task
