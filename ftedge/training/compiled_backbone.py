@@ -52,31 +52,23 @@ def _onnx_bytes(backbone: nn.Module, example: torch.Tensor) -> bytes:
     return buf.getvalue()
 
 
-def _openvino(model: bytes, threads: int) -> Callable[[np.ndarray], np.ndarray]:
-    import openvino as ov
-
-    core = ov.Core()
-    # f32: OpenVINO would otherwise run bf16 on CPUs that have it, far outside the tolerance.
-    config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": threads}
-    compiled = core.compile_model(core.read_model(model, b""), "CPU", config)
-    request = compiled.create_infer_request()
-    return lambda x: np.array(request.infer([x])[0])
+# Per backend, the runner options that keep the features within MAX_ABS_DIFF of torch's.
+# f32: OpenVINO would otherwise run bf16 on CPUs that have it, far outside the tolerance.
+_OPTIONS: dict[str, dict[str, Any]] = {"openvino": {"precision": "f32"}, "onnxruntime": {}}
 
 
-def _onnxruntime(model: bytes, threads: int) -> Callable[[np.ndarray], np.ndarray]:
-    import onnxruntime as ort
+def _compiled(name: str, model: bytes, threads: int) -> CompiledBackbone:
+    """The backbone's ONNX bytes as an active runner of backend ``name`` (the one registry)."""
+    from ftedge.runtime.backends import get_backend
 
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    session = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
-    return lambda x: np.asarray(session.run(None, {"input": x})[0])
-
-
-_BUILDERS: dict[str, Callable[[bytes, int], Callable[[np.ndarray], np.ndarray]]] = {
-    "openvino": _openvino,
-    "onnxruntime": _onnxruntime,
-}
+    backend = get_backend(name)
+    if not backend.available():
+        raise ImportError(name)
+    runner = backend.create_runner(
+        "frozen-backbone.onnx", device="cpu", threads=threads, model_bytes=model, **_OPTIONS[name]
+    )
+    runner.activate()
+    return CompiledBackbone(name, lambda x: runner.infer({"input": x}, check=False)["features"])
 
 
 def compile_backbone(
@@ -95,7 +87,7 @@ def compile_backbone(
     why = []
     for name in wanted:
         try:
-            return CompiledBackbone(name, _BUILDERS[name](model, threads)), ""
+            return _compiled(name, model, threads), ""
         except ImportError:
             why.append(f"{name} not installed")
         except Exception as e:  # the runtime rejects the graph: try the next one

@@ -76,11 +76,14 @@ class OpenVinoRunner(Runner):
         precision: str | None = None,
         threads: int | None = None,
         batch: int | None = None,
+        model_bytes: bytes | None = None,
         name: str | None = None,
     ) -> None:
         """``batch``: reshape a dynamic-batch model to this static batch before compiling
         (OpenVINO's CPU plugin runs a static shape faster, which is why benchmark_app wants
-        ``-shape``; measured here ~8 % at 1 thread on EfficientNet-Lite0)."""
+        ``-shape``; measured here ~8 % at 1 thread on EfficientNet-Lite0). ``model_bytes``: a
+        serialized ONNX model to run instead of reading ``model_path`` (which then only names
+        it)."""
         device = device.lower()
         if device.split(":")[0].split(".")[0] not in DEVICES:
             raise FtedgeError(
@@ -102,6 +105,7 @@ class OpenVinoRunner(Runner):
         self.hint = hint
         self.precision = precision
         self.threads = threads
+        self.model_bytes = model_bytes
         self._compiled: Any = None
         self._request: Any = None
         self._inputs: dict[str, TensorMeta] | None = None
@@ -120,7 +124,10 @@ class OpenVinoRunner(Runner):
         ov = _import_ov()
         core = ov.Core()
         try:
-            model = core.read_model(self.model_path)
+            if self.model_bytes is not None:
+                model = core.read_model(self.model_bytes, b"")  # ONNX bytes: no weights file
+            else:
+                model = core.read_model(self.model_path)
         except Exception as e:  # RuntimeError with a multi-line C++ message
             msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise FtedgeError(f"OpenVINO cannot read {self.model_path}: {msg}") from None
