@@ -166,7 +166,9 @@ def make_trainer(
             loss = full_loop.train_epoch_full(det, opt, sched, loop, batch, per_epoch, rng)
         else:
             gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
-            loss = _train_epoch(det.layers, opt, sched, train_c, grid, batch, per_epoch, gen)
+            loss = _train_epoch(
+                det.layers, opt, sched, train_c, grid, batch, per_epoch, gen, loop.fmt
+            )
         return loss, opt.param_groups[0]["lr"]
 
     return Trainer(opt, sched, run)
@@ -180,11 +182,6 @@ def _validate(det: Detector, val_c: SplitCache, grid: Grid, meta: DetectionCheck
         feats = extract(det.backbone, val_c.inputs.images, meta.preprocessing, grid.centers.device)
     dets = detect_on_features(det.layers, feats, grid.centers, NmsSettings())
     return score(dets, val_c.inputs.boxes, val_c.inputs.labels, list(meta.classes))
-
-
-def _is_channels_last(module: torch.nn.Module) -> bool:
-    w = next((p for p in module.parameters() if p.dim() == 4), None)
-    return w is not None and w.is_contiguous(memory_format=torch.channels_last)
 
 
 def _num(x: float) -> float:
@@ -213,7 +210,10 @@ def _train_epoch(
     batch: int,
     steps: int,
     gen: torch.Generator,
+    fmt: torch.memory_format,
 ) -> float:
+    """``steps`` optimizer steps on cached features; ``fmt``: the layers' memory format
+    (channels_last with ``--channels-last``: 1.4x faster steps on a CPU too)."""
     layers.train()
     total = 0.0
     n = len(c.targets)
@@ -222,8 +222,6 @@ def _train_epoch(
         view = torch.randint(0, len(c.view_targets), (batch,), generator=gen)  # orientation
         feats = [f[view, idx] for f in c.view_feats]
         targets = [c.view_targets[v][i] for v, i in zip(view.tolist(), idx.tolist(), strict=True)]
-        # channels_last when the layers are (``--channels-last``): 1.4x faster steps on a CPU.
-        fmt = torch.channels_last if _is_channels_last(layers) else torch.contiguous_format
         cls, ltrb, ctr = layers([f.to(grid.centers.device, memory_format=fmt) for f in feats])
         loss = detection_loss(cls, distances_to_boxes(grid.centers, ltrb), ctr, targets).total
         opt.zero_grad(set_to_none=True)

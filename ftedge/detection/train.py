@@ -87,7 +87,9 @@ def train_detector(
         from ftedge.models.registry import read_state_dict
 
         det.load_state_dict(read_state_dict(run_dir / "best.safetensors"))
-        test_c = _cache(backbone, data.test, meta, grid, device)
+        det.eval()
+        feats = extract(backbone, test_c.inputs.images, meta.preprocessing, device)
+        test_c = dataclasses.replace(test_c, view_feats=[f[None] for f in feats])
     from ftedge.detection.results import finish
 
     metrics = finish(
