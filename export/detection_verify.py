@@ -13,7 +13,6 @@ corners moving by a pixel do not count against it. FP32 must match PyTorch's box
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -135,15 +134,9 @@ def verify(
         gate = Gate(max_drop=max_drop, passed=drop <= max_drop)
         if not gate.passed:
             problems.append(f"mAP drop {drop:.2f} pt > budget {max_drop:.2f} pt")
-    return dataclasses.replace(
-        art,
-        parity=parity,
-        accuracy=m,
-        accuracy_drop=drop,
-        gate=gate,
-        status="failed" if problems else "ok",
-        message=f"{art.name}: " + "; ".join(problems) if problems else None,
-    )
+    from ftedge.export.verify import verdict
+
+    return verdict(art, problems, parity=parity, accuracy=m, accuracy_drop=drop, gate=gate)
 
 
 @dataclass(frozen=True)

@@ -221,12 +221,17 @@ def verify_artifact(
             problems.append(
                 f"top-1 agreement with FP32 {parity.top1_agreement:.4f} < {min_agreement:.4f}"
             )
+    return verdict(
+        artifact, problems, parity=parity, accuracy=acc, accuracy_drop=drop, details=details
+    )
+
+
+def verdict(artifact: Artifact, problems: list[str], **measured: Any) -> Artifact:
+    """``artifact`` with what its verification ``measured`` and its status: ``ok``, or
+    ``failed`` with a one-line message listing ``problems`` (every task's verifier ends here)."""
     return replace(
         artifact,
-        parity=parity,
-        accuracy=acc,
-        accuracy_drop=drop,
-        details=details,
+        **measured,
         status="failed" if problems else "ok",
         message=f"{artifact.name}: " + "; ".join(problems) if problems else None,
     )
