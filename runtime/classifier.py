@@ -65,7 +65,6 @@ class Classifier(LoadedModel):
         backend: str,
         fallbacks: Sequence[str] = (),
     ) -> None:
-        self.runner = runner
         super().__init__(
             runner, artifact, manifest, bundle_dir, backend=backend, fallbacks=fallbacks
         )

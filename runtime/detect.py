@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -122,12 +123,12 @@ class Detector(LoadedModel):
         bundle_dir: Path,
         *,
         backend: str,
-        fallbacks: list[str] | None = None,
+        fallbacks: Sequence[str] = (),
     ) -> None:
         if not isinstance(manifest.output, DetectionOutput):
             raise FtedgeError(f"bundle {bundle_dir} is not a detection bundle")
         super().__init__(
-            runner, artifact, manifest, bundle_dir, backend=backend, fallbacks=fallbacks or ()
+            runner, artifact, manifest, bundle_dir, backend=backend, fallbacks=fallbacks
         )
         self.spec = manifest.spec
         self.output: DetectionOutput = manifest.output
