@@ -108,13 +108,17 @@ def _load_array(path: Path, field: str) -> np.ndarray:
 
 def make_runner(bundle_dir: Path, artifact: Artifact, *, strict_fp32: bool = True) -> Runner:
     """The runner that verifies an artifact: its format's own backend, on that backend's
-    default device; OpenVINO FP32 pinned to f32 execution when ``strict_fp32``."""
+    default device; OpenVINO FP32 pinned to f32 execution when ``strict_fp32``, INT8 in the
+    precision ``load()`` runs it in."""
     backend = native_backend(artifact.format)
     device = backend.device_for(None)
     assert device is not None  # every backend has a default device
     options: dict[str, Any] = {}
-    if backend.name == "openvino" and strict_fp32 and artifact.precision == "fp32":
-        options["precision"] = "f32"
+    if backend.name == "openvino":
+        from ftedge.runtime.runners.openvino import default_precision
+
+        pinned = "f32" if strict_fp32 and artifact.precision == "fp32" else None
+        options["precision"] = pinned or default_precision(artifact.precision)
     return backend.create_runner(str(bundle_dir / artifact.path), device=device, **options)
 
 

@@ -48,15 +48,25 @@ def _backends_wanted(options: BenchmarkOptions) -> tuple[str, ...]:
 
 
 def _with_variants(job: Job, options: BenchmarkOptions) -> list[Job]:
-    """``job`` with its backend's options, plus the OpenVINO f32-hint variant of an IR on CPU."""
+    """``job`` with its backend's options, plus the OpenVINO f32-hint variant of an IR on CPU.
+
+    An OpenVINO job runs in the precision ``load()`` would use (f32 for INT8 IRs, see
+    ``default_precision``); the f32 variant is added where that differs from OpenVINO's choice.
+    """
+    from ftedge.runtime.runners.openvino import default_precision
+
     if job.backend == "onnxruntime":
         job.runner_options = {"spin_wait": options.ort_spin}
+    default = default_precision(job.precision) if job.backend == "openvino" else None
+    if default is not None:
+        job.runner_options = {"precision": default}
     jobs = [job]
     if (
         job.backend == "openvino"
         and job.format == "openvino"
         and options.openvino_f32
         and job.device == "cpu"
+        and default is None
     ):
         jobs.append(replace(job, variant="f32", runner_options={"precision": "f32"}))
     return jobs

@@ -298,7 +298,11 @@ def make_runner(
     it and refuses a plan built for another TensorRT version or GPU (with the rebuild command);
     load() then moves on to the next candidate.
     """
-    options = {"precision": openvino_precision} if cand.backend == "openvino" else {}
+    options: dict[str, Any] = {}
+    if cand.backend == "openvino":
+        from ftedge.runtime.runners.openvino import default_precision
+
+        options["precision"] = openvino_precision or default_precision(cand.artifact.precision)
     return get_backend(cand.backend).create_runner(
         model_path, device=cand.device, threads=threads, **options
     )
