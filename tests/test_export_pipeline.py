@@ -75,6 +75,11 @@ def test_manifest_contract_and_fp32_parity(bundle: Path, tiny_run: Path) -> None
     int8 = m.find("onnx", "int8")
     assert int8 is not None and int8.details["activation_type"] == "uint8"
     assert int8.details["weight_type"] == "int8" and int8.details["per_channel"]
+    # The OpenVINO INT8 IR is the passing ONNX Q/DQ model converted, verified in f32 outside
+    # its int8 layers (as load() runs it).
+    ov8 = m.find("openvino", "int8")
+    assert ov8 is not None and int8.path in ov8.details["method"]
+    assert ov8.parity is not None and ov8.parity.execution_precision == "f32"
     ref = np.load(bundle / m.reference.logits)
     assert ref.shape == (len(m.data.test), len(m.labels))
     y = np.array([t[1] for t in m.data.test])
@@ -273,3 +278,13 @@ def test_check_without_dataset_uses_stored_crops(
     (copy / "manifest.json").write_text(json.dumps(raw))
     assert main(["export", "--check", str(copy)]) == 0
     assert "stored in the bundle" in capsys.readouterr().out
+
+
+def test_int8_ir_runs_its_float_layers_in_f32_by_default(bundle: Path) -> None:
+    from ftedge.runtime import load
+
+    with load(bundle, backend="openvino", precision="int8") as clf:
+        d = clf.describe()
+        assert d["requested_precision"] == "f32" and d["execution_precision"] == "f32"
+    with load(bundle, backend="openvino", precision="int8", openvino_precision="bf16") as clf:
+        assert clf.describe()["requested_precision"] == "bf16"  # the caller's choice wins
