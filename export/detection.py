@@ -89,6 +89,20 @@ def _export_onnx(det: Any, size: int, path: Path) -> None:
 
 
 # -- the bundle -------------------------------------------------------------------------------
+def run_conf(source: Path) -> float:
+    """The score threshold the run chose on val (``metrics.json``), else the usual 0.25."""
+    import json
+    import math
+
+    metrics = (source if source.is_dir() else source.parent) / "metrics.json"
+    try:
+        conf = json.loads(metrics.read_text())["threshold"]["conf"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0.25  # a run from before thresholds were chosen, or without metrics.json
+    ok = isinstance(conf, (int, float)) and not isinstance(conf, bool) and math.isfinite(conf)
+    return float(conf) if ok and 0.0 <= conf <= 1.0 else 0.25
+
+
 def _manifest(meta: Any, source: Path, ref_map: float, opts: ExportOptions) -> Manifest:
     from ftedge import __version__
     from ftedge.export.run_source import utc_now
@@ -100,7 +114,7 @@ def _manifest(meta: Any, source: Path, ref_map: float, opts: ExportOptions) -> M
         labels=tuple(meta.classes),
         preprocessing=meta.preprocessing,
         input=InputSpec("input", "float32", "NCHW", (-1, 3, size, size)),
-        output=DetectionOutput(fill=fill_colour(meta.preprocessing.mean)),
+        output=DetectionOutput(fill=fill_colour(meta.preprocessing.mean), conf=run_conf(source)),
         task="detection",
         provenance=Provenance(
             checkpoint=CheckpointRef(

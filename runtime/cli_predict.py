@@ -30,7 +30,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("--topk", type=int, default=5, help="classes to report per frame (default 5)")
     p.add_argument(
-        "--conf", type=float, default=0.25, help="detection: score threshold (default 0.25)"
+        "--conf",
+        type=float,
+        default=None,
+        help="detection: score threshold (default: the bundle's, chosen on val when trained)",
     )
     p.add_argument("--iou", type=float, default=0.5, help="detection: NMS IoU (default 0.5)")
     p.add_argument(

@@ -132,6 +132,7 @@ class Detector(LoadedModel):
         )
         self.spec = manifest.spec
         self.output: DetectionOutput = manifest.output
+        self.default_conf = self.output.conf
         self.size = int(self.spec.input_size[1])
         self.input_name = next(iter(runner.input_metadata()))
         # The last detect() split in milliseconds: letterbox + normalise, inference, NMS.
@@ -161,14 +162,19 @@ class Detector(LoadedModel):
     def detect(
         self,
         frame: np.ndarray,
-        conf: float = 0.25,
+        conf: float | None = None,
         iou: float = 0.5,
         max_det: int = 100,
         color: ColorOrder = "rgb",
     ) -> list[Detection]:
-        """Objects in one frame (any size, HWC uint8), best first, boxes in frame pixels."""
+        """Objects in one frame (any size, HWC uint8), best first, boxes in frame pixels.
+
+        ``conf``: the score threshold; None uses the bundle's (``default_conf``: chosen on the
+        val split at training time, 0.25 in bundles that do not record one).
+        """
         if color not in ("rgb", "bgr"):
             raise FtedgeError(f"color must be 'rgb' or 'bgr', got {color!r}")
+        conf = self.default_conf if conf is None else conf
         check_detect_options(conf, iou, max_det)
         t0 = time.perf_counter()
         batch, box = self.prepare(frame, color)

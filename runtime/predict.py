@@ -185,7 +185,10 @@ class _LoopOptions:
 
 
 def _check_limits(
-    topk: int, max_frames: int | None, timeout_s: float, detect: tuple[float, float, int]
+    topk: int,
+    max_frames: int | None,
+    timeout_s: float,
+    detect: tuple[float | None, float, int],
 ) -> None:
     if not isinstance(topk, int) or topk < 1:
         raise FtedgeError(f"topk must be a positive integer, got {topk!r}")
@@ -193,7 +196,8 @@ def _check_limits(
         raise FtedgeError(f"max_frames must be >= 1, got {max_frames}")
     if not (isinstance(timeout_s, (int, float)) and math.isfinite(timeout_s) and timeout_s > 0):
         raise FtedgeError(f"timeout must be a positive number of seconds, got {timeout_s!r}")
-    check_detect_options(*detect)
+    conf, iou, max_det = detect
+    check_detect_options(0.25 if conf is None else conf, iou, max_det)
 
 
 def _inputs(src: FrameSource, clf: LoadedModel) -> list[Path]:
@@ -288,7 +292,7 @@ def predict(
     source: str | int | Path,
     *,
     topk: int = 5,
-    conf: float = 0.25,
+    conf: float | None = None,
     iou: float = 0.5,
     max_det: int = 100,
     backend: str = "auto",
@@ -308,7 +312,8 @@ def predict(
 
     ``bundle``: a bundle directory or an already loaded ``Classifier`` / ``Detector``.
     ``topk``: classes per frame (classification). ``conf``, ``iou``, ``max_det``: score
-    threshold, NMS IoU and the most objects per frame (detection). ``save``: a folder for
+    threshold (None: the bundle's, chosen on val at training time), NMS IoU and the most objects
+    per frame (detection). ``save``: a folder for
     annotated images / an annotated ``.mp4``. ``json_path``: write JSON lines (one per frame,
     then a summary line); ``"-"`` is stdout. ``max_frames``: stop after that many (cameras run
     until the stream ends or Ctrl-C). ``on_result`` is called for every frame as it is done;

@@ -83,7 +83,8 @@ class ClassifyFrames:
 class DetectFrames:
     """Objects per frame: ``Detector.detect`` with the run's thresholds."""
 
-    def __init__(self, model: Detector, conf: float, iou: float, max_det: int) -> None:
+    def __init__(self, model: Detector, conf: float | None, iou: float, max_det: int) -> None:
+        conf = model.default_conf if conf is None else conf
         check_detect_options(conf, iou, max_det)
         self.model: LoadedModel = model
         self._det = model
@@ -106,7 +107,7 @@ class DetectFrames:
 
 
 def frame_task(
-    model: LoadedModel, *, topk: int, conf: float, iou: float, max_det: int
+    model: LoadedModel, *, topk: int, conf: float | None, iou: float, max_det: int
 ) -> FrameTask:
     """The per-frame step for ``model``'s task."""
     if isinstance(model, Detector):

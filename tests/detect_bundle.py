@@ -72,8 +72,9 @@ def box_finder_onnx(path: Path, size: int) -> None:
     onnx.save(model, str(path))
 
 
-def write_box_finder_bundle(bundle: Path, size: int = 640) -> Path:
-    """A real detection bundle (manifest + ONNX) around ``box_finder_onnx``."""
+def write_box_finder_bundle(bundle: Path, size: int = 640, conf: float = 0.25) -> Path:
+    """A real detection bundle (manifest + ONNX) around ``box_finder_onnx``; ``conf``: the
+    bundle's default score threshold."""
     from ftedge.files import sha256_file
     from ftedge.runtime.manifest import Artifact, InputSpec, Manifest, Reference
     from ftedge.runtime.preprocess import PreprocessSpec
@@ -83,7 +84,7 @@ def write_box_finder_bundle(bundle: Path, size: int = 640) -> Path:
     model = bundle / "onnx" / "model.onnx"
     box_finder_onnx(model, size)
     spec = InputSpec("input", "float32", "NCHW", (-1, 3, size, size))
-    output = DetectionOutput(fill=(0, 0, 0))
+    output = DetectionOutput(fill=(0, 0, 0), conf=conf)
     digest = sha256_file(model)
     art = Artifact(
         format="onnx",

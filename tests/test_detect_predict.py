@@ -54,6 +54,24 @@ def test_detect_finds_drawn_objects_within_2px(finder: Path, w: int, h: int) -> 
                 assert set(det.last_timing) == {"preprocess_ms", "infer_ms", "postprocess_ms"}
 
 
+def test_detect_defaults_to_the_bundle_threshold(tmp_path: Path) -> None:
+    """``conf=None`` means the manifest's threshold: the finder's scores are exactly 1, so a
+    bundle threshold of 1.0 finds nothing (scores must exceed it) until ``conf`` is given."""
+    from ftedge.errors import FtedgeError
+
+    bundle = write_box_finder_bundle(tmp_path / "b", size=320, conf=1.0)
+    img, _ = draw_objects(np.random.default_rng(0), 320, 240)
+    with load(bundle, backend="onnxruntime") as det:
+        assert det.default_conf == 1.0
+        assert det.detect(img) == []
+        assert len(det.detect(img, conf=0.5)) == 3
+    doc = json.loads((bundle / "manifest.json").read_text())
+    doc["output"]["conf"] = 1.5
+    (bundle / "manifest.json").write_text(json.dumps(doc))
+    with pytest.raises(FtedgeError, match="conf"):
+        load(bundle, backend="onnxruntime", verify=False)
+
+
 def _write_images(folder: Path, n: int, seed: int = 0) -> dict[str, dict[int, tuple]]:
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)

@@ -29,6 +29,10 @@ def test_detector_learns_shapes_classes_and_boxes(shapes_run):
     assert (run.run_dir / "test_predictions.png").stat().st_size > 1000
     side = json.loads((run.run_dir / "best.json").read_text())
     assert side["task"] == "detection" and side["classes"] == list(CLASSES)
+    # The score threshold chosen on val: a well-trained detector keeps most boxes right there.
+    chosen = doc["threshold"]
+    assert 0.05 <= chosen["conf"] <= 0.95 and chosen["chosen_on"] == "val"
+    assert chosen["val_f1"] >= 0.8, chosen
 
 
 @pytest.mark.slow
@@ -42,6 +46,7 @@ def test_export_verifies_boxes_against_pytorch(shapes_bundle, shapes_run):
         assert a.parity is not None and a.parity.max_abs_diff <= 0.5  # pixels
         assert a.parity.top1_agreement >= 0.99  # detections paired with PyTorch's at IoU >= 0.5
         assert abs(a.accuracy_drop) <= 1.0  # mAP points
+    assert m.output.conf == shapes_run.metrics["threshold"]["conf"]  # detect()'s default
     # The reference mAP is the one the run measured on the same test split.
     assert m.reference.accuracy == pytest.approx(shapes_run.metrics["test"]["map"], abs=0.02)
 

@@ -19,7 +19,7 @@ METRICS_SCHEMA_VERSION = 1
 def finish(
     run_dir: Path,
     layers: DetectionLayers,
-    test_c: Any,
+    splits: tuple[Any, Any],
     grid: Grid,
     data: DetectionDataset,
     history: list[Any],
@@ -28,9 +28,12 @@ def finish(
     *,
     cached: bool = True,
 ) -> dict[str, Any]:
-    """Test the best checkpoint's layers; write metrics.json and the PNGs; return the metrics."""
+    """Test the best checkpoint's layers and choose their score threshold on val (``splits``:
+    the val and test caches); write metrics.json and the PNGs; return the metrics."""
+    from ftedge.detection.threshold import choose_conf
     from ftedge.models.registry import read_state_dict
 
+    val_c, test_c = splits
     state = read_state_dict(run_dir / "best.safetensors")
     layers.load_state_dict(
         {k.removeprefix("layers."): v for k, v in state.items() if k.startswith("layers.")}
@@ -38,6 +41,8 @@ def finish(
     dets = detect_on_features(layers, test_c.feats, grid.centers, NmsSettings())
     names = list(data.class_names)
     m = score(dets, test_c.inputs.boxes, test_c.inputs.labels, names)
+    val_dets = detect_on_features(layers, val_c.feats, grid.centers, NmsSettings())
+    threshold = choose_conf(val_dets, val_c.inputs.boxes, val_c.inputs.labels)
     metrics = {
         "schema_version": METRICS_SCHEMA_VERSION,
         "task": "detection",
@@ -46,6 +51,7 @@ def finish(
         "best_epoch": best.epoch,
         "best_val_map": best.val_map,
         "test": m.to_dict(),
+        "threshold": threshold.to_dict(),
         "data": {
             "counts": data.counts(),
             "annotations": data.report.to_dict(),
@@ -57,18 +63,20 @@ def finish(
         "total_seconds": round(feature_seconds + sum(r.seconds for r in history), 3),
     }
     atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-    _plots(run_dir, test_c, dets, names)
+    _plots(run_dir, test_c, dets, names, threshold.conf)
     return metrics
 
 
-def _plots(run_dir: Path, test_c: Any, dets: list[Detections], names: list[str]) -> None:
+def _plots(
+    run_dir: Path, test_c: Any, dets: list[Detections], names: list[str], conf: float
+) -> None:
     try:
         import matplotlib
     except ImportError:  # plots are optional
         return
     matplotlib.use("Agg")
     _pr_curve(run_dir / "pr_curve.png", test_c, dets, names)
-    _grid(run_dir / "test_predictions.png", test_c, dets, names)
+    _grid(run_dir / "test_predictions.png", test_c, dets, names, conf)
 
 
 def _pr_curve(path: Path, test_c: Any, dets: list[Detections], names: list[str]) -> None:
@@ -94,8 +102,10 @@ def _pr_curve(path: Path, test_c: Any, dets: list[Detections], names: list[str])
     plt.close(fig)
 
 
-def _grid(path: Path, test_c: Any, dets: list[Detections], names: list[str], n: int = 8) -> None:
-    """Up to ``n`` test images: true boxes in green, predictions (score >= 0.3) in red."""
+def _grid(
+    path: Path, test_c: Any, dets: list[Detections], names: list[str], conf: float, n: int = 8
+) -> None:
+    """Up to ``n`` test images: true boxes in green, predictions (score >= ``conf``) in red."""
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
 
@@ -112,7 +122,7 @@ def _grid(path: Path, test_c: Any, dets: list[Detections], names: list[str], n: 
             ax.add_patch(Rectangle(b[:2], *(b[2:] - b[:2]), fill=False, color="lime", lw=1))
         boxes, scores, labels = dets[i]
         for b, s, lab in zip(boxes, scores, labels, strict=True):
-            if s >= 0.3:
+            if s >= conf:
                 ax.add_patch(Rectangle(b[:2], *(b[2:] - b[:2]), fill=False, color="red", lw=1))
                 if len(names) > 1:
                     ax.text(b[0], b[1], f"{names[int(lab)]} {s:.2f}", color="red", fontsize=6)

@@ -90,10 +90,20 @@ def train_detector(
         det.eval()
         feats = extract(backbone, test_c.inputs.images, meta.preprocessing, device)
         test_c = dataclasses.replace(test_c, view_feats=[f[None] for f in feats])
+        feats = extract(backbone, val_c.inputs.images, meta.preprocessing, device)
+        val_c = dataclasses.replace(val_c, view_feats=[f[None] for f in feats])
     from ftedge.detection.results import finish
 
     metrics = finish(
-        run_dir, det.layers, test_c, grid, data, history, best, feature_seconds, cached=not full
+        run_dir,
+        det.layers,
+        (val_c, test_c),
+        grid,
+        data,
+        history,
+        best,
+        feature_seconds,
+        cached=not full,
     )
     from ftedge.training.run_dir import release_run_dir
 
