@@ -85,4 +85,9 @@ def _train_detector(cfg: Any, exist_ok: bool, resume: Any = None) -> int:
         f"AP75 {test['ap75']:.3f}  (best epoch {result.metrics['best_epoch']}, "
         f"{result.metrics['total_seconds']:.0f} s)"
     )
+    th = result.metrics["threshold"]
+    print(
+        f"score threshold {th['conf']:g} (chosen on val: precision {th['val_precision']:.2f}, "
+        f"recall {th['val_recall']:.2f} at IoU 0.5); detect() and predict use it by default"
+    )
     return 0
