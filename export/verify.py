@@ -118,7 +118,7 @@ def make_runner(bundle_dir: Path, artifact: Artifact, *, strict_fp32: bool = Tru
         from ftedge.runtime.runners.openvino import default_precision
 
         pinned = "f32" if strict_fp32 and artifact.precision == "fp32" else None
-        options["precision"] = pinned or default_precision(artifact.precision)
+        options["precision"] = pinned or default_precision(artifact.precision, device)
     return backend.create_runner(str(bundle_dir / artifact.path), device=device, **options)
 
 

@@ -57,7 +57,7 @@ def _with_variants(job: Job, options: BenchmarkOptions) -> list[Job]:
 
     if job.backend == "onnxruntime":
         job.runner_options = {"spin_wait": options.ort_spin}
-    default = default_precision(job.precision) if job.backend == "openvino" else None
+    default = default_precision(job.precision, job.device) if job.backend == "openvino" else None
     if default is not None:
         job.runner_options = {"precision": default}
     jobs = [job]

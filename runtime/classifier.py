@@ -302,7 +302,9 @@ def make_runner(
     if cand.backend == "openvino":
         from ftedge.runtime.runners.openvino import default_precision
 
-        options["precision"] = openvino_precision or default_precision(cand.artifact.precision)
+        options["precision"] = openvino_precision or default_precision(
+            cand.artifact.precision, cand.device
+        )
     return get_backend(cand.backend).create_runner(
         model_path, device=cand.device, threads=threads, **options
     )

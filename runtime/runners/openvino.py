@@ -28,15 +28,18 @@ HINTS = {"latency": "LATENCY", "throughput": "THROUGHPUT"}
 PRECISIONS = ("f32", "bf16", "f16")
 
 
-def default_precision(artifact_precision: str) -> str | None:
-    """The execution precision an IR of ``artifact_precision`` runs in unless asked otherwise.
+def default_precision(artifact_precision: str, device: str = "cpu") -> str | None:
+    """The execution precision an IR of ``artifact_precision`` runs in on ``device`` unless
+    asked otherwise.
 
-    INT8 IRs: "f32" for the layers left in float (stem, classifier, pooling). On CPUs with
-    AVX-512-BF16 or AMX OpenVINO would run them in bf16: measured on Lite0, top-1 agreement
-    with FP32 fell from 97.0-97.5 % to 96.5-97.4 % for ~3 % less latency, and INT8 IRs are
-    verified in f32. Other IRs: OpenVINO's own choice (verification pins FP32 to f32 itself).
+    INT8 IRs on the CPU: "f32" for the layers left in float (stem, classifier, pooling). On
+    CPUs with AVX-512-BF16 or AMX OpenVINO would run them in bf16: measured on Lite0, top-1
+    agreement with FP32 fell from 97.0-97.5 % to 96.5-97.4 % for ~3 % less latency, and INT8
+    IRs are verified in f32. Other IRs and other devices (a GPU's or NPU's own precisions): OpenVINO's
+    own choice (verification pins FP32 to f32 itself).
     """
-    return "f32" if artifact_precision == "int8" else None
+    cpu = device.lower().split(":")[0] == "cpu"
+    return "f32" if artifact_precision == "int8" and cpu else None
 
 
 def _import_ov() -> Any:
