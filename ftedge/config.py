@@ -102,7 +102,9 @@ class TrainConfig:
     )
     device: str = opt("auto", "auto, cpu, cuda or cuda:N")
     amp: Literal["auto", "bf16", "fp16", "off"] = opt(
-        "auto", "mixed precision on CUDA; auto: bf16 where supported, else fp16 with a grad scaler"
+        "auto",
+        "mixed precision on CUDA; auto: bf16 where supported, else fp16 with a grad scaler "
+        "(detection: its new layers also in bf16 on CPUs with AVX512-BF16/AMX; never fp16)",
     )
     channels_last: bool = opt(
         True, "channels_last memory format (faster convolutions on CUDA and CPU)"

@@ -96,16 +96,26 @@ def _used_units(model: nn.Module, last: str) -> list[list[nn.Module]]:
 
 
 class DetectionLayers(nn.Module):
-    """Neck + head: ``forward(features) -> (cls logits, ltrb distances, ctr logits)``."""
+    """Neck + head: ``forward(features) -> (cls logits, ltrb distances, ctr logits)``.
+
+    ``train_dtype``: with bfloat16, training forward passes run under autocast and their
+    outputs come back as float32, so the loss (focal, GIoU, BCE) is computed in float32;
+    evaluation and export always run in float32.
+    """
 
     def __init__(self, spec: DetectorSpec) -> None:
         super().__init__()
         self.spec = spec
         self.neck = FPNNeck(list(spec.in_channels), spec.channels)
         self.head = FCOSHead(spec.num_classes, spec.channels, spec.depth, spec.strides)
+        self.train_dtype: torch.dtype | None = None
 
     def forward(self, feats: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return self.head(self.neck(feats))
+        if self.train_dtype is None or not self.training:
+            return self.head(self.neck(feats))
+        with torch.autocast(feats[0].device.type, dtype=self.train_dtype):
+            cls, ltrb, ctr = self.head(self.neck(feats))
+        return cls.float(), ltrb.float(), ctr.float()
 
 
 class Detector(nn.Module):

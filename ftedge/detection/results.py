@@ -27,6 +27,7 @@ def finish(
     feature_seconds: float,
     *,
     cached: bool = True,
+    amp: str = "off",
 ) -> dict[str, Any]:
     """Test the best checkpoint's layers and choose their score threshold on val (``splits``:
     the val and test caches); write metrics.json and the PNGs; return the metrics."""
@@ -59,6 +60,7 @@ def finish(
             "split": data.split_method,
         },
         "cached_features": cached,
+        "amp": amp,  # the new layers' training dtype: "bf16" or "off" (float32)
         "feature_seconds": round(feature_seconds, 3),
         "total_seconds": round(feature_seconds + sum(r.seconds for r in history), 3),
     }

@@ -58,13 +58,14 @@ def train_detector(
 
     ``exist_ok`` replaces a finished run of the same name (otherwise refused)."""
     from ftedge.training import distributed as dist
-    from ftedge.training.setup import configure_torch
+    from ftedge.training.setup import configure_torch, detection_amp
 
     ddp = dist.init()
     if ddp.world_size > 1:
         raise FtedgeError("detection training runs in one process (torchrun is for classification)")
     cfg, resumed = _resolve(cfg, resume, exist_ok)  # before any work is done
     device = configure_torch(cfg, ddp)
+    amp = detection_amp(cfg, device)  # a refused --amp fails before any work
     data = _load_data(cfg)
     size = cfg.image_size or DEFAULT_INPUT_SIZE
     backbone, meta = _build(cfg, data, size, device)
@@ -81,6 +82,7 @@ def train_detector(
 
     run_dir = resume if resume is not None else _start_run_dir(cfg, data, exist_ok)
     det = Detector(backbone, DetectionLayers(meta.detector).to(device))
+    det.layers.train_dtype = amp
     state = load_state(run_dir) if resume is not None else None
     history, best = fit(cfg, det, train_c, val_c, grid, meta, run_dir, state)
     if cfg.unfreeze:  # the best checkpoint's backbone is not the pretrained one: test with it
@@ -104,6 +106,7 @@ def train_detector(
         best,
         feature_seconds,
         cached=not full,
+        amp="bf16" if amp is not None else "off",
     )
     from ftedge.training.run_dir import release_run_dir
 

@@ -70,6 +70,31 @@ def amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this x86 CPU computes bfloat16 in hardware (AVX512-BF16 or AMX), from
+    ``/proc/cpuinfo``; elsewhere bf16 is emulated and slower than float32."""
+    from ftedge.runtime.environment import cpu_info
+
+    return bool({"avx512_bf16", "amx_bf16"} & set(cpu_info()["flags"]))
+
+
+def detection_amp(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
+    """The dtype a detector's new layers train in: bf16 or None (float32).
+
+    ``auto``: bf16 on a GPU that supports it and on CPUs with native bf16 (measured on the
+    built-in trees, AVX512-BF16: epochs 1.7x faster, test mAP unchanged), else float32.
+    fp16 would need a loss scaler for the focal loss and is refused.
+    """
+    if cfg.amp == "off":
+        return None
+    if cfg.amp == "fp16":
+        raise FtedgeError("detection trains in bf16 or float32: use --amp auto, bf16 or off")
+    if cfg.amp == "bf16":
+        return torch.bfloat16
+    native = torch.cuda.is_bf16_supported() if device.type == "cuda" else cpu_has_native_bf16()
+    return torch.bfloat16 if native and device.type in ("cuda", "cpu") else None
+
+
 @dataclass(frozen=True)
 class EpochMode:
     """How epochs run: with training augmentation, and/or on cached backbone features."""
