@@ -28,6 +28,7 @@ def finish(
     *,
     cached: bool = True,
     amp: str = "off",
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """Test the best checkpoint's layers and choose their score threshold on val (``splits``:
     the val and test caches); write metrics.json and the PNGs; return the metrics."""
@@ -60,7 +61,8 @@ def finish(
             "split": data.split_method,
         },
         "cached_features": cached,
-        "amp": amp,  # the new layers' training dtype: "bf16" or "off" (float32)
+        "device": device,
+        "amp": amp,  # the new layers' training dtype: "bfloat16" or "off" (float32)
         "feature_seconds": round(feature_seconds, 3),
         "total_seconds": round(feature_seconds + sum(r.seconds for r in history), 3),
     }

@@ -106,7 +106,8 @@ def train_detector(
         best,
         feature_seconds,
         cached=not full,
-        amp="bf16" if amp is not None else "off",
+        amp=str(amp).removeprefix("torch.") if amp is not None else "off",
+        device=str(device),
     )
     from ftedge.training.run_dir import release_run_dir
 
