@@ -67,22 +67,16 @@ AGREE_IOU = 0.5  # two detections of the same class are "the same object" from t
 def _pairs(a: Any, b: Any) -> int:
     """One image: detections of ``a`` paired one to one with same-class detections of ``b`` at
     IoU >= ``AGREE_IOU`` (greedy, highest IoU first)."""
+    from ftedge.runtime.detect import pairwise_iou
+
     n = 0
     for c in np.intersect1d(a[2], b[2]):
-        ba, bb = a[0][a[2] == c], b[0][b[2] == c]
-        lt = np.maximum(ba[:, None, :2], bb[None, :, :2])
-        rb = np.minimum(ba[:, None, 2:], bb[None, :, 2:])
-        inter = np.prod((rb - lt).clip(min=0), axis=-1)
-        iou = inter / np.maximum(_area(ba)[:, None] + _area(bb)[None] - inter, 1e-9)
+        iou = pairwise_iou(a[0][a[2] == c], b[0][b[2] == c])
         while iou.size and iou.max() >= AGREE_IOU:
             i, j = np.unravel_index(int(iou.argmax()), iou.shape)
             iou[i, :], iou[:, j] = -1.0, -1.0
             n += 1
     return n
-
-
-def _area(boxes: np.ndarray) -> np.ndarray:
-    return np.prod(boxes[:, 2:] - boxes[:, :2], axis=-1)
 
 
 def agreement(ours: list[Any], theirs: list[Any]) -> float:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ftedge.detection.evaluate import Detections
+from ftedge.runtime.detect import pairwise_iou
 
 CANDIDATES = tuple(round(0.05 * i, 2) for i in range(1, 20))  # 0.05 ... 0.95
 MATCH_IOU = 0.5
@@ -42,15 +43,6 @@ class ThresholdChoice:
         }
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(N, M) IoU of xyxy boxes."""
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
-    area = lambda z: np.prod(np.clip(z[:, 2:] - z[:, :2], 0, None), axis=1)  # noqa: E731
-    return inter / np.maximum(area(a)[:, None] + area(b)[None, :] - inter, 1e-9)
-
-
 def _true_positives(det: Detections, gt_boxes: np.ndarray, gt_labels: np.ndarray) -> np.ndarray:
     """Per detection (best score first): whether it is matched to a true box (greedy)."""
     boxes, scores, labels = det
@@ -58,7 +50,7 @@ def _true_positives(det: Detections, gt_boxes: np.ndarray, gt_labels: np.ndarray
     hit = np.zeros(len(scores), bool)
     if len(boxes) == 0 or len(gt_boxes) == 0:
         return hit
-    iou = _iou(boxes, gt_boxes)
+    iou = pairwise_iou(boxes, gt_boxes)
     used = np.zeros(len(gt_boxes), bool)
     for i in order:
         ok = ~used & (gt_labels == labels[i]) & (iou[i] >= MATCH_IOU)
