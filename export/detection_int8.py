@@ -161,21 +161,15 @@ def _openvino_int8(
     and float layers reused); else, or over the budget, ``nncf.quantize`` with the decode, stem
     and output convolutions ignored, then with what the ONNX INT8 search kept in float."""
     from ftedge.export import openvino_ir
+    from ftedge.export.openvino_artifacts import int8_from_qdq
 
-    onnx_int8 = manifest.find("onnx", "int8")
-    if onnx_int8 is not None and onnx_int8.status == "ok":
-        qdq = convert_openvino(check.bundle_dir / onnx_int8.path, manifest)
-        art.details.update(
-            method=f"OpenVINO conversion of the verified Q/DQ model {onnx_int8.path}",
-            kept_float=list(onnx_int8.details.get("excluded_nodes") or []),
-        )
-        art = _save_and_check(check, art, qdq, fp16=False)
-        if art.status == "ok":
-            art.details["attempts"] = [
-                {"kept_float": "as onnx-int8", "accuracy_drop": art.accuracy_drop}
-            ]
-            art.details["float_compute_ops"] = openvino_ir.float_ops(check.bundle_dir / art.path)
-            return art
+    def save(a: Artifact, model: Any) -> Artifact:
+        return _save_and_check(check, a, model, fp16=False)
+
+    qdq = int8_from_qdq(manifest, check.bundle_dir, art, save, convert_openvino)
+    if qdq is not None and qdq.status == "ok":
+        return qdq
+    art = qdq or art
     nodes = float_nodes(check.bundle_dir / fp32.path)
     # OpenVINO names an op after its ONNX node, or after its output when that is a graph
     # output (the final Sqrt is "scores"): ignore both names.

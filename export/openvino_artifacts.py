@@ -13,6 +13,7 @@ recorded in ``details.attempts``. ``openvino_ir`` holds the OpenVINO calls.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -86,15 +87,13 @@ def _int8_ir(target: _IrTarget, art: Artifact, model: Any, fp32: Artifact, calib
         q = openvino_ir.quantize_int8(model, calib, keep_float=keep, fast_bias_correction=False)
         return _quantized(target, art, q)
 
-    attempts: list[dict[str, Any]] = []
-    onnx_int8 = target.manifest.find("onnx", "int8")
-    if onnx_int8 is not None and onnx_int8.status == "ok":
-        art = _from_qdq(target, art, onnx_int8)
-        attempts.append(_attempt(f"as {onnx_int8.path}", art))
-        if art.status == "ok":
-            art.details["attempts"] = attempts
-            art.details["float_compute_ops"] = openvino_ir.float_ops(target.xml)
-            return art
+    qdq = int8_from_qdq(
+        target.manifest, target.bundle_dir, art, target.save_and_verify, openvino_ir.convert_onnx
+    )
+    if qdq is not None and qdq.status == "ok":
+        return qdq
+    attempts: list[dict[str, Any]] = list(qdq.details["attempts"]) if qdq is not None else []
+    art = qdq or art
     keep = _stem_and_head(target, fp32)
     art = quantize(keep)
     attempts.append(_attempt(keep, art))
@@ -114,24 +113,38 @@ def _int8_ir(target: _IrTarget, art: Artifact, model: Any, fp32: Artifact, calib
     return art
 
 
-def _from_qdq(target: _IrTarget, art: Artifact, onnx_int8: Artifact) -> Artifact:
-    """The ONNX INT8 artifact's Q/DQ graph read by OpenVINO, saved as IR and verified.
+def int8_from_qdq(
+    manifest: Manifest,
+    bundle_dir: Path,
+    art: Artifact,
+    save_and_verify: Callable[[Artifact, Any], Artifact],
+    convert: Callable[[Path, Manifest], Any],
+) -> Artifact | None:
+    """The passing ONNX INT8 artifact's Q/DQ graph read by OpenVINO (``convert``), saved as IR
+    and verified (``save_and_verify``); None when the bundle has no passing ONNX INT8.
 
     OpenVINO turns each QuantizeLinear/DequantizeLinear pair into a FakeQuantize and runs the
     same int8 kernels as for an NNCF model (measured on Lite0: equal latency), so the
     calibration, bias correction and float fallbacks that the ONNX gate chose are reused,
     not redone: ~0.5 s instead of NNCF's ~7 s, and 97.5 % top-1 agreement with FP32 where
-    NNCF reached 97.0 % (both run in f32 outside the int8 layers).
+    NNCF reached 97.0 % (both run in f32 outside the int8 layers). Classification and
+    detection both try it first.
     """
     from ftedge.export import openvino_ir
 
-    model = openvino_ir.convert_onnx(target.bundle_dir / onnx_int8.path, target.manifest)
+    onnx_int8 = manifest.find("onnx", "int8")
+    if onnx_int8 is None or onnx_int8.status != "ok":
+        return None
     art.details.update(
         method=f"OpenVINO conversion of the verified Q/DQ model {onnx_int8.path}",
         kept_float=list(onnx_int8.details.get("excluded_nodes") or []),
         calibration_images=onnx_int8.details.get("calibration_images"),
     )
-    return target.save_and_verify(art, model)
+    art = save_and_verify(art, convert(bundle_dir / onnx_int8.path, manifest))
+    art.details["attempts"] = [_attempt(f"as {onnx_int8.path}", art)]
+    if art.status == "ok":
+        art.details["float_compute_ops"] = openvino_ir.float_ops(bundle_dir / art.path)
+    return art
 
 
 def _attempt(kept: Any, art: Artifact) -> dict[str, Any]:
