@@ -50,9 +50,12 @@ class Detection:
         }
 
 
-def check_detect_options(conf: float, iou: float, max_det: int) -> None:
-    """Refuse a score threshold or IoU outside [0, 1] and a non-positive ``max_det`` (one line)."""
-    for name, v in (("conf", conf), ("iou", iou)):
+def check_detect_options(conf: float | None, iou: float, max_det: int) -> None:
+    """Refuse a score threshold or IoU outside [0, 1] and a non-positive ``max_det`` (one line).
+
+    ``conf=None`` means the bundle's threshold (``Detector.default_conf``) and is accepted."""
+    checked = (("iou", iou),) if conf is None else (("conf", conf), ("iou", iou))
+    for name, v in checked:
         ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
         if not ok or not 0.0 <= v <= 1.0:
             raise FtedgeError(f"{name} must be a number in [0, 1], got {v!r}")
@@ -142,11 +145,16 @@ class Detector(LoadedModel):
         )
         self.spec = manifest.spec
         self.output: DetectionOutput = manifest.output
-        self.default_conf = self.output.conf
         self.size = int(self.spec.input_size[1])
         self.input_name = next(iter(runner.input_metadata()))
         # The last detect() split in milliseconds: letterbox + normalise, inference, NMS.
         self.last_timing: dict[str, float] = {}
+
+    @property
+    def default_conf(self) -> float:
+        """The score threshold ``detect`` uses without ``conf``: the bundle's (chosen on the val
+        split at training time; 0.25 in bundles that do not record one)."""
+        return self.output.conf
 
     def prepare(self, frame: np.ndarray, color: ColorOrder = "rgb") -> tuple[np.ndarray, Letterbox]:
         """One HWC uint8 frame -> the (1, 3, S, S) float input and its letterbox."""
@@ -184,8 +192,8 @@ class Detector(LoadedModel):
         """
         if color not in ("rgb", "bgr"):
             raise FtedgeError(f"color must be 'rgb' or 'bgr', got {color!r}")
-        conf = self.default_conf if conf is None else conf
         check_detect_options(conf, iou, max_det)
+        conf = self.default_conf if conf is None else conf
         t0 = time.perf_counter()
         batch, box = self.prepare(frame, color)
         t1 = time.perf_counter()

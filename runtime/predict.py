@@ -196,8 +196,7 @@ def _check_limits(
         raise FtedgeError(f"max_frames must be >= 1, got {max_frames}")
     if not (isinstance(timeout_s, (int, float)) and math.isfinite(timeout_s) and timeout_s > 0):
         raise FtedgeError(f"timeout must be a positive number of seconds, got {timeout_s!r}")
-    conf, iou, max_det = detect
-    check_detect_options(0.25 if conf is None else conf, iou, max_det)
+    check_detect_options(*detect)
 
 
 def _inputs(src: FrameSource, clf: LoadedModel) -> list[Path]:

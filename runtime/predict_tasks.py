@@ -84,7 +84,6 @@ class DetectFrames:
     """Objects per frame: ``Detector.detect`` with the run's thresholds."""
 
     def __init__(self, model: Detector, conf: float | None, iou: float, max_det: int) -> None:
-        conf = model.default_conf if conf is None else conf
         check_detect_options(conf, iou, max_det)
         self.model: LoadedModel = model
         self._det = model
