@@ -90,10 +90,7 @@ def train_detector(
 
         det.load_state_dict(read_state_dict(run_dir / "best.safetensors"))
         det.eval()
-        feats = extract(backbone, test_c.inputs.images, meta.preprocessing, device)
-        test_c = dataclasses.replace(test_c, view_feats=[f[None] for f in feats])
-        feats = extract(backbone, val_c.inputs.images, meta.preprocessing, device)
-        val_c = dataclasses.replace(val_c, view_feats=[f[None] for f in feats])
+        val_c, test_c = (_refeatured(backbone, c, meta, device) for c in (val_c, test_c))
     from ftedge.detection.results import finish
 
     metrics = finish(
@@ -196,6 +193,14 @@ def _cache(
             [_targets(grid, b, lab) for b, lab in zip(boxes, inputs.labels, strict=True)]
         )
     return SplitCache(inputs, [torch.stack(acc) for acc in levels], view_targets)
+
+
+def _refeatured(
+    backbone: MultiScaleBackbone, c: SplitCache, meta: DetectionCheckpointMeta, device: torch.device
+) -> SplitCache:
+    """``c`` with its features computed again by ``backbone`` (once blocks were unfrozen)."""
+    feats = extract(backbone, c.inputs.images, meta.preprocessing, device)
+    return dataclasses.replace(c, view_feats=[f[None] for f in feats])
 
 
 def _targets(grid: Grid, boxes: np.ndarray, labels: np.ndarray) -> Targets:
