@@ -1,9 +1,11 @@
 """INT8 agreement with FP32: what each quantization setting gives, on one bundle.
 
     python benchmarks/int8_agreement.py bundles/latest [--json benchmarks/results/int8_agreement.json]
+        [--only openvino] [--filter TEXT] [--ov-precision f32]
 
 Every variant quantizes the bundle's FP32 ONNX (or its OpenVINO conversion) with the bundle's own
-calibration list and is run on the full test split; accuracy, drop (points) and top-1 agreement
+calibration list, or (the last OpenVINO row) reads the bundle's own ONNX INT8, and is run on the
+full test split (OpenVINO: its float layers in OpenVINO's choice of precision, or f32); accuracy, drop (points) and top-1 agreement
 are against the PyTorch reference logits stored in the bundle (the same numbers verification
 writes to the manifest). Seconds are the quantization time only (noisy on a shared machine).
 """
@@ -44,10 +46,11 @@ def _ort_logits(path: Path, x: np.ndarray) -> np.ndarray:
     return np.concatenate([s.run(None, {name: x[i : i + 100]})[0] for i in range(0, len(x), 100)])
 
 
-def _ov_logits(model: Any, x: np.ndarray) -> np.ndarray:
+def _ov_logits(model: Any, x: np.ndarray, hint: str | None = None) -> np.ndarray:
     import openvino as ov
 
-    compiled = ov.Core().compile_model(model, "CPU")
+    config = {"INFERENCE_PRECISION_HINT": hint} if hint else {}
+    compiled = ov.Core().compile_model(model, "CPU", config)
     out = compiled.outputs[0]
     return np.concatenate([compiled(x[i : i + 100])[out] for i in range(0, len(x), 100)])
 
@@ -108,6 +111,10 @@ def openvino_variants(fp32: Path, manifest: Manifest, calib: CalibrationSet, big
         "full bias correction, stem+head float": q(
             calib, keep_float=stem_head, fast_bias_correction=False
         ),
+        # What ftedge export builds now: the bundle's own ONNX INT8 (Q/DQ) read by OpenVINO.
+        "the bundle's ONNX INT8 Q/DQ model converted": lambda: openvino_ir.convert_onnx(
+            fp32.with_name("model.int8.onnx"), manifest
+        ),
     }
 
 
@@ -118,6 +125,12 @@ def main() -> None:
     ap.add_argument("--only", choices=("onnx", "openvino"), default=None)
     ap.add_argument("--filter", default="", help="only variants whose name contains this")
     ap.add_argument("--json", default=None)
+    ap.add_argument(
+        "--ov-precision",
+        choices=("default", "f32"),
+        default="default",
+        help="OpenVINO execution precision of the float layers (default: OpenVINO's choice)",
+    )
     args = ap.parse_args()
     bundle = Path(args.bundle)
     manifest = Manifest.load(bundle)
@@ -151,7 +164,9 @@ def main() -> None:
                 model = make()
                 sec = time.perf_counter() - t
                 rows.append({"format": "openvino", "variant": name, "seconds": round(sec, 1)})
-                rows[-1].update(_score(_ov_logits(model, x), data))
+                hint = None if args.ov_precision == "default" else args.ov_precision
+                rows[-1]["ov_precision"] = args.ov_precision
+                rows[-1].update(_score(_ov_logits(model, x, hint), data))
                 print(json.dumps(rows[-1]), flush=True)
     report = {"load_average": os.getloadavg(), "bundle": str(bundle), "rows": rows}
     if args.json:
