@@ -64,7 +64,7 @@ class TrainConfig:
     hflip: bool = opt(True, "augmentation: random horizontal flip")
     flips: Literal["auto", "none", "h", "hv", "d4"] = opt(
         "auto",
-        "detection: orientations trained on: h (mirror), hv (+ upside down), d4 (+ 90-degree turns: aerial, microscopy); auto: d4 on the built-in aerial trees, else h (none with --hflip false)",
+        "detection: orientations trained on: h (mirror), hv (+ upside down), d4 (+ 90-degree turns: aerial, microscopy); auto: hv on the built-in aerial trees, else h (none with --hflip false)",
     )
     crop_scale: float = opt(
         0.6, "augmentation: random resized crop keeps at least this area fraction"

@@ -363,18 +363,42 @@ def test_builtin_tiles_splits_never_share_source_pixels():
     first = Image.open(__import__("io").BytesIO(t.jpeg[0]))
     assert first.format == "JPEG" and first.size == (256, 256)
     size = t.tile_size
-    for a in range(len(t.split)):
-        for b in range(a + 1, len(t.split)):
-            if t.split[a] == t.split[b] or t.source[a] != t.source[b]:
-                continue
-            (xa, ya), (xb, yb) = t.offset[a], t.offset[b]
-            overlap = abs(xa - xb) < size and abs(ya - yb) < size
-            assert not overlap, (t.split[a], t.split[b], t.source_names[t.source[a]])
+    split, off = np.array(t.split), t.offset
+    # Every pair of tiles from one source image but different splits is pixel-disjoint.
+    apart = (np.abs(off[:, None] - off[None]) >= size).any(axis=2)
+    other = (split[:, None] != split[None]) & (t.source[:, None] == t.source[None])
+    assert not (other & ~apart).any()
+    # Train tiles overlap each other (cut every 64 px from the train regions); val/test do not
+    # repeat pixels that much.
+    counts = t.counts()
+    assert counts["train"]["images"] > 10 * counts["test"]["images"]
     for boxes in t.boxes:
         assert boxes.shape[1:] == (4,) and (boxes >= 0).all() and (boxes <= size).all()
         assert (boxes[:, 2:] > boxes[:, :2]).all()
-    counts = t.counts()
     assert all(counts[s]["images"] > 0 and counts[s]["boxes"] > 0 for s in counts)
+    assert all(len(b) == len(lab) for b, lab in zip(t.boxes, t.labels, strict=True))
+
+
+def test_tiles_keep_boxes_half_inside_clipped():
+    from ftedge.detection.tiling import band_rects, boxes_in_tile, grid, tile_offsets
+
+    boxes = np.array([[10, 10, 50, 50], [240, 0, 280, 40], [250, 0, 290, 40], [-5, 0, 5, 4]])
+    kept, keep = boxes_in_tile(boxes.astype(np.float32), 0, 0, 256)
+    # whole: kept; 16 of 40 px inside: dropped; 6 of 40: dropped; half inside: kept, clipped
+    assert keep.tolist() == [True, False, False, True]
+    np.testing.assert_allclose(kept, [[10, 10, 50, 50], [0, 0, 5, 4]])
+    kept, keep = boxes_in_tile(boxes.astype(np.float32), 100, 0, 256)  # shifted tile
+    assert keep.tolist() == [False, True, True, False]
+    np.testing.assert_allclose(kept, [[140, 0, 180, 40], [150, 0, 190, 40]])
+    assert grid(0, 400) == [0, 144] and grid(0, 400, step=64) == [0, 72, 144]
+    assert grid(0, 100) == [0]  # shorter than a tile: one tile
+    rects = band_rects(1249, 1035)  # cut across the longer side, 64 px between bands
+    assert rects == {
+        "train": (0, 0, 609, 1035),
+        "val": (673, 0, 256, 1035),
+        "test": (993, 0, 256, 1035),
+    }
+    assert tile_offsets((0, 0, 400, 400), step=64)[:3] == [(0, 0), (0, 72), (0, 144)]
 
 
 def test_builtin_data_materialises_once_and_round_trips(tmp_path):

@@ -54,7 +54,7 @@ def test_orientations_move_boxes_with_pixels(o):
 def test_flips_resolve_per_data():
     from ftedge.config import TrainConfig
 
-    assert len(orientations(resolve_flips(TrainConfig(task="detect")))) == 8  # built-in aerial
+    assert len(orientations(resolve_flips(TrainConfig(task="detect")))) == 4  # built-in aerial
     assert resolve_flips(TrainConfig(task="detect", data="x")) == "h"
     assert resolve_flips(TrainConfig(task="detect", data="x", hflip=False)) == "none"
     assert resolve_flips(TrainConfig(task="detect", data="x", flips="hv")) == "hv"

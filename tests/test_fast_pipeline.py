@@ -59,6 +59,39 @@ def test_compiled_features_match_torch_on_real_images(lite0_and_images, backend:
     assert ex.record()["backend"] == backend and first.shape[1] == want.shape[1]
 
 
+@pytest.mark.parametrize("backend", ["openvino", "onnxruntime"])
+def test_compiled_feature_maps_match_torch_on_aerial_tiles(backend: str) -> None:
+    """A multi-scale (detection) backbone: every level, within the limit scaled by its values."""
+    import io
+
+    from PIL import Image
+
+    from ftedge.detection.default import load_tree_tiles
+    from ftedge.detection.features import normalise
+    from ftedge.detection.model import MultiScaleBackbone
+    from ftedge.models import resolve_backbone
+    from ftedge.models.registry import create_backbone
+    from ftedge.training.features import FrozenExtractor
+
+    pytest.importorskip(backend)
+    model, spec = create_backbone(resolve_backbone("tf_efficientnet_lite0"))
+    backbone = MultiScaleBackbone(model).eval()
+    tiles = load_tree_tiles()
+    test = [j for j, s in zip(tiles.jpeg, tiles.split, strict=True) if s == "test"][:6]
+    rgb = np.stack([np.asarray(Image.open(io.BytesIO(j)).convert("RGB")) for j in test])
+    x = normalise(rgb, spec)
+    ex = FrozenExtractor(backbone, backend)  # type: ignore[arg-type]
+    ex.levels(x[:3])  # the check batch
+    assert ex.backend == backend, ex.backend_note
+    got = ex.levels(x[3:])  # the compiled backbone
+    with torch.inference_mode():
+        want = backbone(x[3:])
+    assert [g.shape for g in got] == [w.shape for w in want] and len(got) == 3
+    for g, w in zip(got, want, strict=True):
+        limit = MAX_ABS_DIFF * max(1.0, float(w.abs().max()))
+        assert float((g - w).abs().max()) <= limit
+
+
 def test_features_fall_back_to_torch_when_they_differ(lite0_and_images, monkeypatch) -> None:
     from ftedge.training import features
 

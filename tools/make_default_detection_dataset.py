@@ -16,11 +16,16 @@ least half of its area lies inside it (clipped to the tile).
 Split by region, so that no test pixel is seen in training: an image large enough for three
 bands (at least 3 tiles + 2 margins along its longer side) is cut across its longer side into a
 train band, a val band and a test band, in that order, with a MARGIN-pixel strip between bands
-that no tile touches; the val and test bands are each ~20% of the side (whole tiles). Inside a
-band, tiles are laid on an even grid that covers it (neighbours may overlap or leave a few
-pixels out). The two 400 x 400 images are too small for three bands and go to train whole.
-The split, source image and offset of every tile are stored so that the disjointness can be
-checked. The script prints the per-split tile and box counts.
+that no tile touches; the val and test bands are each ~20% of the side (whole tiles). The two
+400 x 400 images are too small for three bands and go to train whole.
+
+Stored: the val and test bands as tiles on an even grid that covers each band (neighbours may
+overlap or leave a few pixels out), with their boxes; the train bands whole (one JPEG each, with
+every box that touches them, unclipped), so that ``ftedge.detection.default`` can cut them into
+overlapping train tiles (every ``TRAIN_STEP`` px) when the data is materialised, without
+storing each pixel many times. The split, source image and offset of every tile and train
+region are stored so that the disjointness can be checked. The band and tile rules live in
+``ftedge.detection.tiling``. The script prints the per-split tile and box counts.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ftedge.detection.tiling import TILE, band_rects, boxes_in_tile, tile_offsets
 from ftedge.detection.voc import parse_voc_xml
 
 DST = Path(__file__).resolve().parents[1] / "ftedge" / "detection" / "assets" / "trees.npz"
@@ -41,70 +47,51 @@ SOURCES = (
     "2019_YELL_2_541000_4977000_image_crop",
     "2019_YELL_2_528000_4978000_image_crop2",
 )
-TILE = 256
-MARGIN = 64
-MIN_INSIDE = 0.5  # fraction of a box's area that must lie in the tile
-QUALITY = 85
+QUALITY = 85  # val and test tiles
+REGION_QUALITY = 92  # train regions: their tiles are encoded once more when materialised
 
 
-def grid(start: int, length: int, tile: int = TILE) -> list[int]:
-    """Offsets of an even row of tiles covering ``[start, start + length)``."""
-    n = max(1, round(length / tile))
-    return [int(round(v)) for v in np.linspace(start, start + length - tile, n)]
-
-
-def bands(length: int) -> dict[str, tuple[int, int]]:
-    """``{split: (start, length)}`` along an image's longer side."""
-    held = max(1, round(0.2 * length / TILE)) * TILE  # val and test: whole tiles each
-    train = length - 2 * held - 2 * MARGIN
-    if train < TILE:
-        return {"train": (0, length)}
-    return {
-        "train": (0, train),
-        "val": (train + MARGIN, held),
-        "test": (length - held, held),
-    }
-
-
-def tile_offsets(width: int, height: int) -> list[tuple[str, int, int]]:
-    """``(split, x, y)`` of every tile of a ``width`` x ``height`` image."""
-    along_x = width >= height
-    out = []
-    for split, (start, length) in bands(max(width, height)).items():
-        for a in grid(start, length):
-            for b in grid(0, min(width, height)):
-                out.append((split, a, b) if along_x else (split, b, a))
-    return out
-
-
-def boxes_in_tile(boxes: np.ndarray, x: int, y: int) -> np.ndarray:
-    """Boxes with at least MIN_INSIDE of their area in the tile, clipped, in tile pixels."""
-    shifted = boxes - np.array([x, y, x, y], np.float64)
-    clipped = np.clip(shifted, 0, TILE)
-    area = np.prod(shifted[:, 2:] - shifted[:, :2], axis=1)
-    inside = np.prod(np.maximum(clipped[:, 2:] - clipped[:, :2], 0), axis=1)
-    return clipped[inside >= MIN_INSIDE * area].astype(np.float32)
-
-
-def jpeg(image: Image.Image) -> bytes:
+def jpeg(image: Image.Image, quality: int = QUALITY) -> bytes:
     buf = io.BytesIO()
-    image.save(buf, "JPEG", quality=QUALITY, optimize=True)
+    image.save(buf, "JPEG", quality=quality, optimize=True)
     return buf.getvalue()
 
 
-def cut(src: Path) -> dict[str, list]:
-    out: dict[str, list] = {k: [] for k in ("jpeg", "split", "source", "offset", "boxes")}
+def touching(boxes: np.ndarray, rect: tuple[int, int, int, int]) -> np.ndarray:
+    """Boxes that overlap ``rect`` (x, y, w, h), unclipped, in its pixels."""
+    x, y, w, h = rect
+    b = boxes - np.array([x, y, x, y], np.float64)
+    hit = (b[:, 0] < w) & (b[:, 2] > 0) & (b[:, 1] < h) & (b[:, 3] > 0)
+    return b[hit].astype(np.float32)
+
+
+def cut(src: Path) -> tuple[dict[str, list], dict[str, list]]:
+    """(val/test tiles, train regions) of every source image."""
+    tiles: dict[str, list] = {k: [] for k in ("jpeg", "split", "source", "offset", "boxes")}
+    regions: dict[str, list] = {k: [] for k in ("jpeg", "source", "rect", "boxes")}
     for s, name in enumerate(SOURCES):
         ann = parse_voc_xml(src / f"{name}.xml")
         with Image.open(src / f"{name}.png") as im:
             image = im.convert("RGB")
-        for split, x, y in tile_offsets(*image.size):
-            out["jpeg"].append(jpeg(image.crop((x, y, x + TILE, y + TILE))))
-            out["split"].append(split)
-            out["source"].append(s)
-            out["offset"].append((x, y))
-            out["boxes"].append(boxes_in_tile(ann.boxes, x, y))
-    return out
+        for split, rect in band_rects(*image.size).items():
+            x0, y0, w, h = rect
+            if split == "train":
+                regions["jpeg"].append(jpeg(image.crop((x0, y0, x0 + w, y0 + h)), REGION_QUALITY))
+                regions["source"].append(s)
+                regions["rect"].append(rect)
+                regions["boxes"].append(touching(ann.boxes, rect))
+                continue
+            for x, y in tile_offsets(rect):
+                tiles["jpeg"].append(jpeg(image.crop((x, y, x + TILE, y + TILE))))
+                tiles["split"].append(split)
+                tiles["source"].append(s)
+                tiles["offset"].append((x, y))
+                tiles["boxes"].append(boxes_in_tile(ann.boxes, x, y)[0])
+    return tiles, regions
+
+
+def _packed(blobs: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
+    return np.frombuffer(b"".join(blobs), np.uint8), np.cumsum([0, *map(len, blobs)])
 
 
 def main() -> None:
@@ -112,26 +99,36 @@ def main() -> None:
     p.add_argument("--src", type=Path, required=True, help="deepforest/data folder")
     p.add_argument("--out", type=Path, default=DST)
     a = p.parse_args()
-    t = cut(a.src)
-    blobs = t["jpeg"]
+    t, r = cut(a.src)
     counts = [len(b) for b in t["boxes"]]
+    region_counts = [len(b) for b in r["boxes"]]
+    jpeg_bytes, jpeg_offsets = _packed(t["jpeg"])
+    region_bytes, region_offsets = _packed(r["jpeg"])
     np.savez_compressed(
         a.out,
         class_names=np.array(["tree"]),
         tile_size=np.array(TILE),
         source_names=np.array(SOURCES),
-        jpeg=np.frombuffer(b"".join(blobs), np.uint8),
-        jpeg_offsets=np.cumsum([0, *map(len, blobs)]).astype(np.int64),
+        jpeg=jpeg_bytes,
+        jpeg_offsets=jpeg_offsets.astype(np.int64),
         split=np.array(t["split"]),
         source=np.array(t["source"], np.int16),
         offset=np.array(t["offset"], np.int32),
         boxes=np.concatenate(t["boxes"]).astype(np.float32),
         labels=np.zeros(sum(counts), np.int64),
         box_offsets=np.cumsum([0, *counts]).astype(np.int64),
+        region_jpeg=region_bytes,
+        region_jpeg_offsets=region_offsets.astype(np.int64),
+        region_source=np.array(r["source"], np.int16),
+        region_rect=np.array(r["rect"], np.int32),
+        region_boxes=np.concatenate(r["boxes"]).astype(np.float32),
+        region_labels=np.zeros(sum(region_counts), np.int64),
+        region_box_offsets=np.cumsum([0, *region_counts]).astype(np.int64),
     )
-    for split in ("train", "val", "test"):
+    for split in ("val", "test"):
         idx = [i for i, s in enumerate(t["split"]) if s == split]
         print(f"{split:5s}: {len(idx):3d} tiles, {sum(counts[i] for i in idx):4d} boxes")
+    print(f"train: {len(r['rect'])} regions, {sum(region_counts)} boxes touching them")
     print(f"wrote {a.out} ({a.out.stat().st_size / 1e6:.2f} MB)")
 
 

@@ -27,6 +27,7 @@ ASSET = "trees.npz"
 LICENSE = "DEEPFOREST_LICENSE.txt"
 NAME = "deepforest-trees"
 STAMP = ".complete"
+TILE_QUALITY = 90  # JPEG quality of the train tiles cut from the stored regions
 
 
 @dataclass(frozen=True, eq=False)
@@ -65,23 +66,68 @@ def asset_sha256() -> str:
 
 
 def load_tree_tiles() -> TreeTiles:
-    """Read the vendored asset (no pickled objects: byte strings are stored with offsets)."""
+    """The built-in tiles: val and test as vendored, train cut from the vendored train regions
+    every ``TRAIN_STEP`` px (no pickled objects: byte strings are stored with offsets)."""
     import io
 
     with np.load(io.BytesIO(_asset_bytes()), allow_pickle=False) as z:
         a = {k: z[k] for k in z.files}
     jpeg, jo, bo = a["jpeg"].tobytes(), a["jpeg_offsets"], a["box_offsets"]
     n = len(a["split"])
+    train = _train_tiles(a)
     return TreeTiles(
         class_names=tuple(str(c) for c in a["class_names"]),
         tile_size=int(a["tile_size"]),
         source_names=tuple(str(s) for s in a["source_names"]),
-        jpeg=tuple(jpeg[jo[t] : jo[t + 1]] for t in range(n)),
-        split=tuple(str(s) for s in a["split"]),
-        source=a["source"].astype(np.int64),
-        offset=a["offset"].astype(np.int64),
-        boxes=tuple(a["boxes"][bo[t] : bo[t + 1]] for t in range(n)),
-        labels=tuple(a["labels"][bo[t] : bo[t + 1]] for t in range(n)),
+        jpeg=train.jpeg + tuple(jpeg[jo[t] : jo[t + 1]] for t in range(n)),
+        split=("train",) * len(train.jpeg) + tuple(str(s) for s in a["split"]),
+        source=np.concatenate([train.source, a["source"].astype(np.int64)]),
+        offset=np.concatenate([train.offset, a["offset"].astype(np.int64)]),
+        boxes=train.boxes + tuple(a["boxes"][bo[t] : bo[t + 1]] for t in range(n)),
+        labels=train.labels + tuple(a["labels"][bo[t] : bo[t + 1]] for t in range(n)),
+    )
+
+
+@dataclass(frozen=True, eq=False)
+class _Cut:
+    jpeg: tuple[bytes, ...]
+    source: np.ndarray
+    offset: np.ndarray
+    boxes: tuple[np.ndarray, ...]
+    labels: tuple[np.ndarray, ...]
+
+
+def _train_tiles(a: dict[str, np.ndarray]) -> _Cut:
+    """Overlapping train tiles cut from each stored train region (its boxes are stored whole,
+    so a tile keeps a crown by the same half-inside rule as the val and test tiles)."""
+    import io
+
+    from PIL import Image
+
+    from ftedge.detection.tiling import TRAIN_STEP, boxes_in_tile, tile_offsets
+
+    blob, jo, bo = a["region_jpeg"].tobytes(), a["region_jpeg_offsets"], a["region_box_offsets"]
+    tile = int(a["tile_size"])
+    jpeg, source, offset, boxes, labels = [], [], [], [], []
+    for r, (rx, ry, w, h) in enumerate(a["region_rect"].tolist()):
+        with Image.open(io.BytesIO(blob[jo[r] : jo[r + 1]])) as im:
+            region = im.convert("RGB")
+        rb, rl = a["region_boxes"][bo[r] : bo[r + 1]], a["region_labels"][bo[r] : bo[r + 1]]
+        for x, y in tile_offsets((0, 0, w, h), step=TRAIN_STEP):
+            buf = io.BytesIO()
+            region.crop((x, y, x + tile, y + tile)).save(buf, "JPEG", quality=TILE_QUALITY)
+            jpeg.append(buf.getvalue())
+            source.append(int(a["region_source"][r]))
+            offset.append((rx + x, ry + y))
+            kept, keep = boxes_in_tile(rb, x, y, tile)
+            boxes.append(kept)
+            labels.append(rl[keep])
+    return _Cut(
+        tuple(jpeg),
+        np.array(source, np.int64),
+        np.array(offset, np.int64).reshape(-1, 2),
+        tuple(boxes),
+        tuple(labels),
     )
 
 

@@ -8,7 +8,7 @@ first then cost only the new layers.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -73,14 +73,17 @@ def normalise(images: np.ndarray, spec: PreprocessSpec) -> torch.Tensor:
 
 @torch.no_grad()
 def extract(
-    backbone: torch.nn.Module,
+    backbone: Callable[[torch.Tensor], list[torch.Tensor]],
     images: np.ndarray,
     spec: PreprocessSpec,
     device: torch.device,
     *,
     batch: int = 16,
 ) -> list[torch.Tensor]:
-    """Feature maps of every image, one (N, C, H, W) tensor per level, kept on the CPU."""
+    """Feature maps of every image, one (N, C, H, W) tensor per level, kept on the CPU.
+
+    ``backbone``: the multi-scale backbone, or a ``FrozenExtractor``'s ``levels`` (the same
+    features computed by OpenVINO or onnxruntime once checked against torch)."""
     levels: list[list[torch.Tensor]] = []
     for start in range(0, len(images), batch):
         x = normalise(images[start : start + batch], spec).to(device)

@@ -63,10 +63,12 @@ def orientations(flips: str) -> tuple[Orient, ...]:
 
 
 def resolve_flips(cfg: TrainConfig) -> str:
-    """``--flips`` resolved: auto is d4 on the built-in aerial trees, else h (none without
+    """``--flips`` resolved: auto is hv on the built-in aerial trees, else h (none without
     ``--hflip``)."""
     if cfg.flips != "auto":
         return cfg.flips
     if cfg.data is None:
-        return "d4"  # pictures taken straight down: every orientation is a real one
+        # Pictures taken straight down: every orientation is a real one. With the built-in
+        # train tiles cut every 64 px, hv (4) scored as well as d4 (8) at half the features.
+        return "hv"
     return "h" if cfg.hflip else "none"

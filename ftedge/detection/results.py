@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,17 @@ from ftedge.files import atomic_write_text
 METRICS_SCHEMA_VERSION = 1
 
 
+@dataclass(frozen=True)
+class RunFacts:
+    """How a run computed, recorded in metrics.json as it is."""
+
+    feature_seconds: float
+    cached: bool = True  # trained on cached features (else the full loop)
+    amp: str = "off"  # the new layers' training dtype: "bfloat16" or "off" (float32)
+    device: str = "cpu"
+    feature_backend: dict[str, Any] | None = None  # what computed the cached features
+
+
 def finish(
     run_dir: Path,
     layers: DetectionLayers,
@@ -24,11 +36,7 @@ def finish(
     data: DetectionDataset,
     history: list[Any],
     best: Any,
-    feature_seconds: float,
-    *,
-    cached: bool = True,
-    amp: str = "off",
-    device: str = "cpu",
+    facts: RunFacts,
 ) -> dict[str, Any]:
     """Test the best checkpoint's layers and choose their score threshold on val (``splits``:
     the val and test caches); write metrics.json and the PNGs; return the metrics."""
@@ -60,11 +68,12 @@ def finish(
             "format": data.source_format,
             "split": data.split_method,
         },
-        "cached_features": cached,
-        "device": device,
-        "amp": amp,  # the new layers' training dtype: "bfloat16" or "off" (float32)
-        "feature_seconds": round(feature_seconds, 3),
-        "total_seconds": round(feature_seconds + sum(r.seconds for r in history), 3),
+        "cached_features": facts.cached,
+        "feature_backend": facts.feature_backend,
+        "device": facts.device,
+        "amp": facts.amp,
+        "feature_seconds": round(facts.feature_seconds, 3),
+        "total_seconds": round(facts.feature_seconds + sum(r.seconds for r in history), 3),
     }
     atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     _plots(run_dir, test_c, dets, names, threshold.conf)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,9 +32,11 @@ from ftedge.detection.full_loop import needs_full_loop
 from ftedge.detection.grid import Grid, level_sizes, make_grid
 from ftedge.detection.model import DetectionLayers, Detector, DetectorSpec, MultiScaleBackbone
 from ftedge.detection.orient import IDENTITY, Orient, orientations, resolve_flips
+from ftedge.detection.results import RunFacts
 from ftedge.detection.resume import check_resumable, load_state
 from ftedge.detection.types import DetectionDataset
 from ftedge.errors import FtedgeError
+from ftedge.training.features import FrozenExtractor
 
 DEFAULT_INPUT_SIZE = 256
 
@@ -75,10 +78,21 @@ def train_detector(
     # The full loop runs the backbone on the train images itself; val and test features stay
     # valid while the backbone is frozen (refreshed per epoch once blocks are unfrozen).
     views = orientations(resolve_flips(cfg))
-    train_c = _cache(backbone, data.train, meta, grid, device, orients=views, features=not full)
-    val_c = _cache(backbone, data.val, meta, grid, device)
-    test_c = _cache(backbone, data.test, meta, grid, device)
-    feature_seconds = time.perf_counter() - t0
+    # On a CPU the frozen backbone runs compiled (OpenVINO / onnxruntime, float32, checked
+    # against torch on the first batch): 4-8x faster than torch eager at 256 px.
+    frozen = FrozenExtractor(backbone, cfg.feature_backend if device.type == "cpu" else "torch")
+    train_c = _cache(
+        frozen.levels, data.train, meta, grid, device, orients=views, features=not full
+    )
+    val_c = _cache(frozen.levels, data.val, meta, grid, device)
+    test_c = _cache(frozen.levels, data.test, meta, grid, device)
+    facts = RunFacts(
+        time.perf_counter() - t0,
+        cached=not full,
+        amp=str(amp).removeprefix("torch.") if amp is not None else "off",
+        device=str(device),
+        feature_backend=frozen.record() if frozen.checked else None,
+    )
 
     run_dir = resume if resume is not None else _start_run_dir(cfg, data, exist_ok)
     det = Detector(backbone, DetectionLayers(meta.detector).to(device))
@@ -93,19 +107,7 @@ def train_detector(
         val_c, test_c = (_refeatured(backbone, c, meta, device) for c in (val_c, test_c))
     from ftedge.detection.results import finish
 
-    metrics = finish(
-        run_dir,
-        det.layers,
-        (val_c, test_c),
-        grid,
-        data,
-        history,
-        best,
-        feature_seconds,
-        cached=not full,
-        amp=str(amp).removeprefix("torch.") if amp is not None else "off",
-        device=str(device),
-    )
+    metrics = finish(run_dir, det.layers, (val_c, test_c), grid, data, history, best, facts)
     from ftedge.training.run_dir import release_run_dir
 
     release_run_dir(run_dir)
@@ -168,7 +170,7 @@ def _build(
 
 
 def _cache(
-    backbone: MultiScaleBackbone,
+    backbone: Callable[[torch.Tensor], list[torch.Tensor]],
     samples: Any,
     meta: DetectionCheckpointMeta,
     grid: Grid,

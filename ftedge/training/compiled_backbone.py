@@ -22,20 +22,28 @@ import torch
 from torch import nn
 
 FeatureBackend = Literal["auto", "openvino", "onnxruntime", "torch"]
-MAX_ABS_DIFF = 1e-4  # features of the compiled backbone vs torch on the first batch, at most
+# Features of the compiled backbone vs torch on the first batch: at most this, times the
+# largest feature magnitude when that is above 1.
+MAX_ABS_DIFF = 1e-4
 _ORDER: tuple[str, ...] = ("openvino", "onnxruntime")
 
 
 @dataclass(frozen=True)
 class CompiledBackbone:
-    """A backbone compiled by ``backend``: float32 NCHW numpy in, features [N, F] out."""
+    """A backbone compiled by ``backend``: float32 NCHW numpy in, its outputs out (one array
+    per output of the backbone: pooled features [N, F], or feature maps per level)."""
 
     backend: str
-    run: Callable[[np.ndarray], np.ndarray]
+    run: Callable[[np.ndarray], list[np.ndarray]]
 
 
-def _onnx_bytes(backbone: nn.Module, example: torch.Tensor) -> bytes:
+def output_names(outputs: int) -> list[str]:
+    return ["features"] if outputs == 1 else [f"features{i}" for i in range(outputs)]
+
+
+def _onnx_bytes(backbone: nn.Module, example: torch.Tensor, outputs: int) -> bytes:
     """The backbone as an ONNX graph (TorchScript exporter, dynamic batch), in memory."""
+    names = output_names(outputs)
     buf = io.BytesIO()
     with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
         warnings.simplefilter("ignore")  # the exporter's deprecation and tracer warnings
@@ -46,8 +54,8 @@ def _onnx_bytes(backbone: nn.Module, example: torch.Tensor) -> bytes:
             dynamo=False,
             opset_version=17,
             input_names=["input"],
-            output_names=["features"],
-            dynamic_axes={"input": {0: "batch"}, "features": {0: "batch"}},
+            output_names=names,
+            dynamic_axes={n: {0: "batch"} for n in ["input", *names]},
         )
     return buf.getvalue()
 
@@ -57,7 +65,7 @@ def _onnx_bytes(backbone: nn.Module, example: torch.Tensor) -> bytes:
 _OPTIONS: dict[str, dict[str, Any]] = {"openvino": {"precision": "f32"}, "onnxruntime": {}}
 
 
-def _compiled(name: str, model: bytes, threads: int) -> CompiledBackbone:
+def _compiled(name: str, model: bytes, threads: int, outputs: int) -> CompiledBackbone:
     """The backbone's ONNX bytes as an active runner of backend ``name`` (the one registry)."""
     from ftedge.runtime.backends import get_backend
 
@@ -68,26 +76,33 @@ def _compiled(name: str, model: bytes, threads: int) -> CompiledBackbone:
         "frozen-backbone.onnx", device="cpu", threads=threads, model_bytes=model, **_OPTIONS[name]
     )
     runner.activate()
-    return CompiledBackbone(name, lambda x: runner.infer({"input": x}, check=False)["features"])
+    names = output_names(outputs)
+
+    def run(x: np.ndarray) -> list[np.ndarray]:
+        out = runner.infer({"input": x}, check=False)
+        return [out[n] for n in names]
+
+    return CompiledBackbone(name, run)
 
 
 def compile_backbone(
-    backbone: nn.Module, example: torch.Tensor, backend: FeatureBackend
+    backbone: nn.Module, example: torch.Tensor, backend: FeatureBackend, outputs: int = 1
 ) -> tuple[CompiledBackbone | None, str]:
-    """The backbone compiled by ``backend`` (auto: OpenVINO, else onnxruntime), or None and
-    why not (``torch`` asked for, no runtime installed, or the export failed)."""
+    """The backbone (with ``outputs`` outputs) compiled by ``backend`` (auto: OpenVINO, else
+    onnxruntime), or None and why not (``torch`` asked for, no runtime installed, or the export
+    failed)."""
     if backend == "torch":
         return None, "torch asked for"
     wanted = _ORDER if backend == "auto" else (backend,)
     try:
-        model = _onnx_bytes(backbone.eval(), example)
+        model = _onnx_bytes(backbone.eval(), example, outputs)
     except Exception as e:  # an exotic backbone the exporter cannot trace: stay in torch
         return None, f"ONNX export failed ({str(e).strip().splitlines()[0][:120]})"
     threads = max(1, torch.get_num_threads())
     why = []
     for name in wanted:
         try:
-            return _compiled(name, model, threads), ""
+            return _compiled(name, model, threads, outputs), ""
         except ImportError:
             why.append(f"{name} not installed")
         except Exception as e:  # the runtime rejects the graph: try the next one
