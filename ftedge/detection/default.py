@@ -1,9 +1,11 @@
 """The built-in detection data: aerial RGB tiles with tree-crown boxes (DeepForest, MIT).
 
-``assets/trees.npz`` (made by ``tools/make_default_detection_dataset.py``) holds 256 x 256 JPEG
-tiles cut from four NEON aerial images shipped with the DeepForest package, their boxes, and
-each tile's split, source image and offset in it. Train, val and test tiles come from separate
-bands of each source image, so no test pixel is seen in training.
+``assets/trees.npz`` (made by ``tools/make_default_detection_dataset.py``) holds, from four
+NEON aerial images shipped with the DeepForest package, the 256 x 256 val and test tiles as JPEG
+with their boxes, and the train band of each image whole; the train tiles are cut from those
+bands every ``tiling.TRAIN_STEP`` px when the data is loaded (overlapping tiles would store each
+pixel many times). Every tile keeps its split, source image and offset in it. Train, val and
+test come from separate bands of each source image, so no test pixel is seen in training.
 ``materialise_default_detection_data`` writes them out once as an ordinary pre-split YOLO
 folder that the user can open, and ``load_detection_data`` reads it like any other.
 """
@@ -32,7 +34,7 @@ TILE_QUALITY = 90  # JPEG quality of the train tiles cut from the stored regions
 
 @dataclass(frozen=True, eq=False)
 class TreeTiles:
-    """The vendored tiles. Per tile ``t``: ``jpeg[t]`` bytes, ``split[t]``,
+    """The built-in tiles. Per tile ``t``: ``jpeg[t]`` bytes, ``split[t]``,
     ``source_names[source[t]]``, ``offset[t]`` = (x, y) of its top-left corner in that source
     image; ``boxes[t]`` float32 (N, 4) xyxy tile pixels and ``labels[t]`` int64 (N,)."""
 

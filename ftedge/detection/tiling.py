@@ -13,8 +13,7 @@ TILE = 256
 MARGIN = 64  # pixels between two splits' bands that no tile touches
 MIN_INSIDE = 0.5  # fraction of a box's area that must lie in a tile for the tile to keep it
 # Train tiles start every 64 px: each crown is seen at many positions relative to the tile
-# edges and the feature grid. On the built-in trees, mean AP50 over val and test (3 seeds each)
-# rose from 0.38 (tiles every 256 px, 61 tiles) to 0.42 (128 px) and 0.50 (64 px, 703 tiles).
+# edges and the feature grid (benchmarks/detect_tiles.py measures the step against 256 px).
 TRAIN_STEP = 64
 
 
