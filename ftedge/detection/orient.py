@@ -69,6 +69,7 @@ def resolve_flips(cfg: TrainConfig) -> str:
         return cfg.flips
     if cfg.data is None:
         # Pictures taken straight down: every orientation is a real one. With the built-in
-        # train tiles cut every 64 px, hv (4) scored as well as d4 (8) at half the features.
+        # train tiles cut every 64 px, hv (4) scored as well as d4 (8) on val and better on
+        # test, at half the features (benchmarks/detect_tiles.py).
         return "hv"
     return "h" if cfg.hflip else "none"
