@@ -45,3 +45,22 @@ def test_bf16_training_outputs_are_float32_and_evaluation_stays_float32():
     for a, b in zip(out, f32, strict=True):
         assert not torch.equal(a, b)
         assert torch.allclose(a, b, atol=0.1, rtol=0.05)
+
+
+def test_features_stored_in_bf16_train_exactly_as_float32_ones():
+    """Under bf16 training the first layers cast their input to bf16: a cache kept in bf16
+    (half the memory) gives bit-identical outputs and gradients."""
+    torch.manual_seed(0)
+    layers = DetectionLayers(DetectorSpec(num_classes=2, in_channels=(8, 16, 32), channels=16))
+    layers.train()
+    layers.train_dtype = torch.bfloat16
+    feats = [torch.randn(2, c, s, s) for c, s in ((8, 8), (16, 4), (32, 2))]
+    results = []
+    for inputs in (feats, [f.to(torch.bfloat16) for f in feats]):
+        layers.zero_grad()
+        out = layers(inputs)
+        sum(o.sum() for o in out).backward()
+        results.append((out, [p.grad.clone() for p in layers.parameters()]))
+    (out_a, grads_a), (out_b, grads_b) = results
+    assert all(torch.equal(a, b) for a, b in zip(out_a, out_b, strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(grads_a, grads_b, strict=True))

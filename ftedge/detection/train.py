@@ -81,8 +81,18 @@ def train_detector(
     # On a CPU the frozen backbone runs compiled (OpenVINO / onnxruntime, float32, checked
     # against torch on the first batch): 4-8x faster than torch eager at 256 px.
     frozen = FrozenExtractor(backbone, cfg.feature_backend if device.type == "cpu" else "torch")
+    # Training in bf16 casts the features to bf16 at the first layer anyway: storing them so
+    # halves the cache (~1 GB -> 0.5 GB on the built-in trees) and changes no result.
+    stored = amp if amp is not None else torch.float32
     train_c = _cache(
-        frozen.levels, data.train, meta, grid, device, orients=views, features=not full
+        frozen.levels,
+        data.train,
+        meta,
+        grid,
+        device,
+        orients=views,
+        features=not full,
+        dtype=stored,
     )
     val_c = _cache(frozen.levels, data.val, meta, grid, device)
     test_c = _cache(frozen.levels, data.test, meta, grid, device)
@@ -178,8 +188,10 @@ def _cache(
     *,
     orients: tuple[Orient, ...] = (IDENTITY,),
     features: bool = True,
+    dtype: torch.dtype = torch.float32,
 ) -> SplitCache:
-    """Inputs of ``samples``, and (``features``) each orientation's features and targets."""
+    """Inputs of ``samples``, and (``features``) each orientation's features (kept in
+    ``dtype``) and targets."""
     inputs = load_inputs(samples, meta.input_size, meta.preprocessing)
     if not features:
         return SplitCache(inputs, [], [[]])
@@ -189,7 +201,7 @@ def _cache(
         feats = extract(backbone, o.images(inputs.images), meta.preprocessing, device)
         levels = levels or [[] for _ in feats]
         for acc, f in zip(levels, feats, strict=True):
-            acc.append(f)
+            acc.append(f.to(dtype))
         boxes = [o.boxes(b, meta.input_size) for b in inputs.boxes]
         view_targets.append(
             [_targets(grid, b, lab) for b, lab in zip(boxes, inputs.labels, strict=True)]
