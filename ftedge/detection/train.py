@@ -73,36 +73,7 @@ def train_detector(
     size = cfg.image_size or DEFAULT_INPUT_SIZE
     backbone, meta = _build(cfg, data, size, device)
     grid = make_grid(level_sizes(size, size, meta.detector.strides), meta.detector.strides)
-    full = needs_full_loop(cfg)
-    t0 = time.perf_counter()
-    # The full loop runs the backbone on the train images itself; val and test features stay
-    # valid while the backbone is frozen (refreshed per epoch once blocks are unfrozen).
-    views = orientations(resolve_flips(cfg))
-    # On a CPU the frozen backbone runs compiled (OpenVINO / onnxruntime, float32, checked
-    # against torch on the first batch): 4-8x faster than torch eager at 256 px.
-    frozen = FrozenExtractor(backbone, cfg.feature_backend if device.type == "cpu" else "torch")
-    # Training in bf16 casts the features to bf16 at the first layer anyway: storing them so
-    # halves the cache (~1 GB -> 0.5 GB on the built-in trees) and changes no result.
-    stored = amp if amp is not None else torch.float32
-    train_c = _cache(
-        frozen.levels,
-        data.train,
-        meta,
-        grid,
-        device,
-        orients=views,
-        features=not full,
-        dtype=stored,
-    )
-    val_c = _cache(frozen.levels, data.val, meta, grid, device)
-    test_c = _cache(frozen.levels, data.test, meta, grid, device)
-    facts = RunFacts(
-        time.perf_counter() - t0,
-        cached=not full,
-        amp=str(amp).removeprefix("torch.") if amp is not None else "off",
-        device=str(device),
-        feature_backend=frozen.record() if frozen.checked else None,
-    )
+    (train_c, val_c, test_c), facts = _all_caches(cfg, data, backbone, meta, grid, device, amp)
 
     run_dir = resume if resume is not None else _start_run_dir(cfg, data, exist_ok)
     det = Detector(backbone, DetectionLayers(meta.detector).to(device))
@@ -122,6 +93,50 @@ def train_detector(
 
     release_run_dir(run_dir)
     return DetectResult(run_dir, metrics)
+
+
+def _all_caches(
+    cfg: TrainConfig,
+    data: DetectionDataset,
+    backbone: MultiScaleBackbone,
+    meta: DetectionCheckpointMeta,
+    grid: Grid,
+    device: torch.device,
+    amp: torch.dtype | None,
+) -> tuple[tuple[SplitCache, SplitCache, SplitCache], RunFacts]:
+    """The train, val and test caches, and how they were computed.
+
+    The full loop runs the backbone on the train images itself; val and test features stay
+    valid while the backbone is frozen (refreshed per epoch once blocks are unfrozen)."""
+    t0 = time.perf_counter()
+    full = needs_full_loop(cfg)
+    # On a CPU the frozen backbone runs compiled (OpenVINO / onnxruntime, float32, checked
+    # against torch on the first batch): 4-8x faster than torch eager at 256 px.
+    frozen = FrozenExtractor(backbone, cfg.feature_backend if device.type == "cpu" else "torch")
+    # Training in bf16 casts the features to bf16 at the first layer anyway: storing them so
+    # halves the cache (~1 GB -> 0.5 GB on the built-in trees) and changes no result.
+    stored = amp if amp is not None else torch.float32
+    views = orientations(resolve_flips(cfg))
+    train_c = _cache(
+        frozen.levels,
+        data.train,
+        meta,
+        grid,
+        device,
+        orients=views,
+        features=not full,
+        dtype=stored,
+    )
+    val_c = _cache(frozen.levels, data.val, meta, grid, device)
+    test_c = _cache(frozen.levels, data.test, meta, grid, device)
+    facts = RunFacts(
+        time.perf_counter() - t0,
+        cached=not full,
+        amp=str(amp).removeprefix("torch.") if amp is not None else "off",
+        device=str(device),
+        feature_backend=frozen.record() if frozen.checked else None,
+    )
+    return (train_c, val_c, test_c), facts
 
 
 def _resolve(
