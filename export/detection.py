@@ -90,17 +90,19 @@ def _export_onnx(det: Any, size: int, path: Path) -> None:
 
 # -- the bundle -------------------------------------------------------------------------------
 def run_conf(source: Path) -> float:
-    """The score threshold the run chose on val (``metrics.json``), else the usual 0.25."""
+    """The score threshold the run chose on val (``metrics.json``), else ``DEFAULT_CONF``."""
     import json
     import math
+
+    from ftedge.runtime.tasks import DEFAULT_CONF
 
     metrics = (source if source.is_dir() else source.parent) / "metrics.json"
     try:
         conf = json.loads(metrics.read_text())["threshold"]["conf"]
     except (OSError, ValueError, KeyError, TypeError):
-        return 0.25  # a run from before thresholds were chosen, or without metrics.json
+        return DEFAULT_CONF  # a run from before thresholds were chosen, or without metrics.json
     ok = isinstance(conf, (int, float)) and not isinstance(conf, bool) and math.isfinite(conf)
-    return float(conf) if ok and 0.0 <= conf <= 1.0 else 0.25
+    return float(conf) if ok and 0.0 <= conf <= 1.0 else DEFAULT_CONF
 
 
 def _manifest(meta: Any, source: Path, ref_map: float, opts: ExportOptions) -> Manifest:

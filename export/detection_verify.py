@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from ftedge.runtime.manifest import Artifact, Parity
-from ftedge.runtime.tasks import Gate
+from ftedge.runtime.tasks import DEFAULT_CONF, Gate
 
 MAX_BOX_DIFF_PX = 0.5  # an FP32 artifact's boxes must match PyTorch's this closely
 
@@ -112,7 +112,8 @@ def verify(
     """
     live = ref.ref_scores.max(-1) > 0.05
     box_diff = float(np.abs(boxes - ref.ref_boxes)[live].max()) if live.any() else 0.0
-    ours, theirs = _final(boxes, scores, 0.25), _final(ref.ref_boxes, ref.ref_scores, 0.25)
+    ours = _final(boxes, scores, DEFAULT_CONF)
+    theirs = _final(ref.ref_boxes, ref.ref_scores, DEFAULT_CONF)
     agree = agreement(ours, theirs)
     m = map_of(boxes, scores, ref, names)
     drop = round((ref_map - m) * 100, 4)

@@ -14,6 +14,8 @@ from typing import Any, ClassVar, Literal, Protocol
 from ftedge.runtime.schema_fields import Fields
 
 OutputKind = Literal["logits", "probabilities"]
+# The score threshold of detection bundles that do not record their own (chosen on val).
+DEFAULT_CONF = 0.25
 
 
 class OutputSpec(Protocol):
@@ -56,7 +58,7 @@ class DetectionOutput:
     boxes: str = "boxes"
     scores: str = "scores"
     fill: tuple[int, int, int] = (127, 127, 127)
-    conf: float = 0.25
+    conf: float = DEFAULT_CONF
 
     @property
     def name(self) -> str:
@@ -67,7 +69,7 @@ class DetectionOutput:
         fill = f.array("fill", [127, 127, 127])
         if len(fill) != 3 or not all(isinstance(v, int) and 0 <= v <= 255 for v in fill):
             raise f.fail("fill", f"must be three ints in 0..255, got {fill!r}")
-        conf = f.number("conf", 0.25)
+        conf = f.number("conf", DEFAULT_CONF)
         if not 0.0 <= conf <= 1.0:
             raise f.fail("conf", f"must be in [0, 1], got {conf}")
         return cls(

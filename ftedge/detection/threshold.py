@@ -17,10 +17,11 @@ import numpy as np
 
 from ftedge.detection.evaluate import Detections
 from ftedge.runtime.detect import pairwise_iou
+from ftedge.runtime.tasks import DEFAULT_CONF
 
 CANDIDATES = tuple(round(0.05 * i, 2) for i in range(1, 20))  # 0.05 ... 0.95
 MATCH_IOU = 0.5
-FALLBACK_CONF = 0.25  # without val boxes (nothing to choose on)
+FALLBACK_CONF = DEFAULT_CONF  # without val boxes (nothing to choose on)
 
 
 @dataclass(frozen=True)
