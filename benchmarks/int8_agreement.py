@@ -92,10 +92,19 @@ def _bias_corrected(fp32: Path, calib: CalibrationSet, out: Path, exclude: Any =
     return out
 
 
-def openvino_variants(fp32: Path, manifest: Manifest, calib: CalibrationSet, big: Any) -> dict:
+def _onnx_path(bundle: Path, manifest: Manifest, precision: str) -> Path:
+    """The file of the bundle's ONNX artifact of ``precision``, as its manifest names it."""
+    art = manifest.find("onnx", precision)
+    if art is None:
+        raise SystemExit(f"the bundle has no onnx-{precision} artifact")
+    return bundle / art.path
+
+
+def openvino_variants(bundle: Path, manifest: Manifest, calib: CalibrationSet, big: Any) -> dict:
     from ftedge.export import openvino_ir
     from ftedge.export.sensitivity import fallback_order
 
+    fp32 = _onnx_path(bundle, manifest, "fp32")
     stem_head = fallback_order(fp32, [])[:2]
     model = openvino_ir.convert_onnx(fp32, manifest)
 
@@ -113,7 +122,7 @@ def openvino_variants(fp32: Path, manifest: Manifest, calib: CalibrationSet, big
         ),
         # What ftedge export builds now: the bundle's own ONNX INT8 (Q/DQ) read by OpenVINO.
         "the bundle's ONNX INT8 Q/DQ model converted": lambda: openvino_ir.convert_onnx(
-            fp32.with_name("model.int8.onnx"), manifest
+            _onnx_path(bundle, manifest, "int8"), manifest
         ),
     }
 
@@ -143,7 +152,7 @@ def main() -> None:
     big = CalibrationSet.from_samples(
         root, calibration_samples(list(manifest.data.train), args.big), manifest.spec
     )
-    fp32 = bundle / "onnx/model.fp32.onnx"
+    fp32 = _onnx_path(bundle, manifest, "fp32")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         if args.only in (None, "onnx"):
@@ -157,7 +166,7 @@ def main() -> None:
                 rows[-1].update(_score(_ort_logits(path, x), data))
                 print(json.dumps(rows[-1]), flush=True)
         if args.only in (None, "openvino"):
-            for name, make in openvino_variants(fp32, manifest, calib, big).items():
+            for name, make in openvino_variants(bundle, manifest, calib, big).items():
                 if args.filter not in name:
                     continue
                 t = time.perf_counter()
