@@ -37,13 +37,14 @@ class CompiledBackbone:
     run: Callable[[np.ndarray], list[np.ndarray]]
 
 
-def output_names(outputs: int) -> list[str]:
+def _output_names(outputs: int) -> list[str]:
+    """The graph's output names: one pooled output, or one per feature map."""
     return ["features"] if outputs == 1 else [f"features{i}" for i in range(outputs)]
 
 
 def _onnx_bytes(backbone: nn.Module, example: torch.Tensor, outputs: int) -> bytes:
     """The backbone as an ONNX graph (TorchScript exporter, dynamic batch), in memory."""
-    names = output_names(outputs)
+    names = _output_names(outputs)
     buf = io.BytesIO()
     with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
         warnings.simplefilter("ignore")  # the exporter's deprecation and tracer warnings
@@ -76,7 +77,7 @@ def _compiled(name: str, model: bytes, threads: int, outputs: int) -> CompiledBa
         "frozen-backbone.onnx", device="cpu", threads=threads, model_bytes=model, **_OPTIONS[name]
     )
     runner.activate()
-    names = output_names(outputs)
+    names = _output_names(outputs)
 
     def run(x: np.ndarray) -> list[np.ndarray]:
         out = runner.infer({"input": x}, check=False)
