@@ -31,13 +31,12 @@ region are stored so that the disjointness can be checked. The band and tile rul
 from __future__ import annotations
 
 import argparse
-import io
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from ftedge.detection.tiling import TILE, band_rects, boxes_in_tile, tile_offsets
+from ftedge.detection.tiling import TILE, band_rects, boxes_in_tile, jpeg_bytes, tile_offsets
 from ftedge.detection.voc import parse_voc_xml
 
 DST = Path(__file__).resolve().parents[1] / "ftedge" / "detection" / "assets" / "trees.npz"
@@ -49,12 +48,6 @@ SOURCES = (
 )
 QUALITY = 85  # val and test tiles
 REGION_QUALITY = 92  # train regions: their tiles are encoded once more when materialised
-
-
-def jpeg(image: Image.Image, quality: int = QUALITY) -> bytes:
-    buf = io.BytesIO()
-    image.save(buf, "JPEG", quality=quality, optimize=True)
-    return buf.getvalue()
 
 
 def touching(boxes: np.ndarray, rect: tuple[int, int, int, int]) -> np.ndarray:
@@ -76,13 +69,15 @@ def cut(src: Path) -> tuple[dict[str, list], dict[str, list]]:
         for split, rect in band_rects(*image.size).items():
             x0, y0, w, h = rect
             if split == "train":
-                regions["jpeg"].append(jpeg(image.crop((x0, y0, x0 + w, y0 + h)), REGION_QUALITY))
+                regions["jpeg"].append(
+                    jpeg_bytes(image.crop((x0, y0, x0 + w, y0 + h)), REGION_QUALITY)
+                )
                 regions["source"].append(s)
                 regions["rect"].append(rect)
                 regions["boxes"].append(touching(ann.boxes, rect))
                 continue
             for x, y in tile_offsets(rect):
-                tiles["jpeg"].append(jpeg(image.crop((x, y, x + TILE, y + TILE))))
+                tiles["jpeg"].append(jpeg_bytes(image.crop((x, y, x + TILE, y + TILE)), QUALITY))
                 tiles["split"].append(split)
                 tiles["source"].append(s)
                 tiles["offset"].append((x, y))

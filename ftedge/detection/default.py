@@ -106,7 +106,7 @@ def _train_tiles(a: dict[str, np.ndarray]) -> _Cut:
 
     from PIL import Image
 
-    from ftedge.detection.tiling import TRAIN_STEP, boxes_in_tile, tile_offsets
+    from ftedge.detection.tiling import TRAIN_STEP, boxes_in_tile, jpeg_bytes, tile_offsets
 
     blob, jo, bo = a["region_jpeg"].tobytes(), a["region_jpeg_offsets"], a["region_box_offsets"]
     tile = int(a["tile_size"])
@@ -116,9 +116,7 @@ def _train_tiles(a: dict[str, np.ndarray]) -> _Cut:
             region = im.convert("RGB")
         rb, rl = a["region_boxes"][bo[r] : bo[r + 1]], a["region_labels"][bo[r] : bo[r + 1]]
         for x, y in tile_offsets((0, 0, w, h), step=TRAIN_STEP):
-            buf = io.BytesIO()
-            region.crop((x, y, x + tile, y + tile)).save(buf, "JPEG", quality=TILE_QUALITY)
-            jpeg.append(buf.getvalue())
+            jpeg.append(jpeg_bytes(region.crop((x, y, x + tile, y + tile)), TILE_QUALITY))
             source.append(int(a["region_source"][r]))
             offset.append((rx + x, ry + y))
             kept, keep = boxes_in_tile(rb, x, y, tile)

@@ -7,7 +7,12 @@ overlapping train tiles when the data is materialised.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 TILE = 256
 MARGIN = 64  # pixels between two splits' bands that no tile touches
@@ -65,3 +70,12 @@ def boxes_in_tile(
     inside = np.prod(np.maximum(clipped[:, 2:] - clipped[:, :2], 0), axis=1)
     keep = inside >= MIN_INSIDE * area
     return clipped[keep].astype(np.float32).reshape(-1, 4), keep
+
+
+def jpeg_bytes(image: Image.Image, quality: int) -> bytes:
+    """``image`` as a JPEG file's bytes (optimised Huffman tables: smaller, same pixels)."""
+    import io
+
+    buf = io.BytesIO()
+    image.save(buf, "JPEG", quality=quality, optimize=True)
+    return buf.getvalue()
