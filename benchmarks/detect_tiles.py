@@ -31,14 +31,9 @@ import ftedge  # noqa: E402
 
 def materialise(step: int, folder: Path) -> tuple[Path, int]:
     """The built-in data with train tiles every ``step`` px: (its folder, train tiles)."""
-    from ftedge.detection import default, tiling
+    from ftedge.detection.default import materialise_default_detection_data
 
-    saved = tiling.TRAIN_STEP
-    tiling.TRAIN_STEP = step  # read when the train bands are cut
-    try:
-        dest = default.materialise_default_detection_data(folder / f"trees-step{step}")
-    finally:
-        tiling.TRAIN_STEP = saved
+    dest = materialise_default_detection_data(folder / f"trees-step{step}", train_step=step)
     return dest, len(list((dest / "images" / "train").iterdir()))
 
 

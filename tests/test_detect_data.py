@@ -432,6 +432,11 @@ def test_builtin_data_materialises_once_and_round_trips(tmp_path):
     materialise_default_detection_data(dest)
     assert not marker.exists() and read_stamp(dest)["asset_sha256"] == asset_sha256()
     assert [p.name for p in dest.parent.iterdir()] == ["trees"]
+    # Another train-tile step is another data set: rebuilt, with its own stamp.
+    materialise_default_detection_data(dest, train_step=256)
+    sparse = load_tree_tiles(256).counts()
+    assert read_stamp(dest)["train_step"] == 256 and read_stamp(dest)["counts"] == sparse
+    assert len(list((dest / "images" / "train").iterdir())) == sparse["train"]["images"] == 61
 
 
 def test_builtin_data_default_location(tmp_path, monkeypatch):

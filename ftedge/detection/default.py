@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ftedge.detection.tiling import TRAIN_STEP
 from ftedge.detection.types import SPLITS
 from ftedge.files import atomic_write_text, mkdtemp_beside
 
@@ -67,16 +68,16 @@ def asset_sha256() -> str:
     return hashlib.sha256(_asset_bytes()).hexdigest()
 
 
-def load_tree_tiles() -> TreeTiles:
+def load_tree_tiles(train_step: int = TRAIN_STEP) -> TreeTiles:
     """The built-in tiles: val and test as vendored, train cut from the vendored train regions
-    every ``TRAIN_STEP`` px (no pickled objects: byte strings are stored with offsets)."""
+    every ``train_step`` px (no pickled objects: byte strings are stored with offsets)."""
     import io
 
     with np.load(io.BytesIO(_asset_bytes()), allow_pickle=False) as z:
         a = {k: z[k] for k in z.files}
     jpeg, jo, bo = a["jpeg"].tobytes(), a["jpeg_offsets"], a["box_offsets"]
     n = len(a["split"])
-    train = _train_tiles(a)
+    train = _train_tiles(a, train_step)
     return TreeTiles(
         class_names=tuple(str(c) for c in a["class_names"]),
         tile_size=int(a["tile_size"]),
@@ -99,14 +100,14 @@ class _Cut:
     labels: tuple[np.ndarray, ...]
 
 
-def _train_tiles(a: dict[str, np.ndarray]) -> _Cut:
+def _train_tiles(a: dict[str, np.ndarray], step: int) -> _Cut:
     """Overlapping train tiles cut from each stored train region (its boxes are stored whole,
     so a tile keeps a crown by the same half-inside rule as the val and test tiles)."""
     import io
 
     from PIL import Image
 
-    from ftedge.detection.tiling import TRAIN_STEP, boxes_in_tile, jpeg_bytes, tile_offsets
+    from ftedge.detection.tiling import boxes_in_tile, jpeg_bytes, tile_offsets
 
     blob, jo, bo = a["region_jpeg"].tobytes(), a["region_jpeg_offsets"], a["region_box_offsets"]
     tile = int(a["tile_size"])
@@ -115,7 +116,7 @@ def _train_tiles(a: dict[str, np.ndarray]) -> _Cut:
         with Image.open(io.BytesIO(blob[jo[r] : jo[r + 1]])) as im:
             region = im.convert("RGB")
         rb, rl = a["region_boxes"][bo[r] : bo[r + 1]], a["region_labels"][bo[r] : bo[r + 1]]
-        for x, y in tile_offsets((0, 0, w, h), step=TRAIN_STEP):
+        for x, y in tile_offsets((0, 0, w, h), step=step):
             jpeg.append(jpeg_bytes(region.crop((x, y, x + tile, y + tile)), TILE_QUALITY))
             source.append(int(a["region_source"][r]))
             offset.append((rx + x, ry + y))
@@ -172,12 +173,16 @@ def read_stamp(folder: Path) -> dict[str, object] | None:
     return stamp
 
 
-def materialise_default_detection_data(dest: str | Path | None = None) -> Path:
+def materialise_default_detection_data(
+    dest: str | Path | None = None, *, train_step: int = TRAIN_STEP
+) -> Path:
     """Write the built-in tree-crown tiles as a pre-split YOLO folder (once) and return it.
 
     ``dest`` defaults to ``<cache>/datasets/deepforest-trees``. The folder is built beside
     ``dest`` and renamed onto it, so a half-written copy never appears; a complete copy of the
-    same asset (checked by the sha256 in its stamp file) is reused as it is.
+    same asset and train-tile step (checked by the sha256 and step in its stamp file) is reused
+    as it is. ``train_step``: px between neighbouring train tiles (``benchmarks/detect_tiles.py``
+    compares steps; the default is what training uses).
     """
     if dest is None:
         from ftedge.data.default import cache_root  # the one cache the built-in sets share
@@ -186,15 +191,16 @@ def materialise_default_detection_data(dest: str | Path | None = None) -> Path:
     dest = Path(dest)
     sha = asset_sha256()
     stamp = read_stamp(dest)
-    if stamp is not None and stamp.get("asset_sha256") == sha:
+    wanted = {"asset_sha256": sha, "train_step": train_step}
+    if stamp is not None and all(stamp.get(k) == v for k, v in wanted.items()):
         return dest
-    tiles = load_tree_tiles()
+    tiles = load_tree_tiles(train_step)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = mkdtemp_beside(dest)
     old = None
     try:
         _write_yolo(tiles, tmp)
-        body = {"asset_sha256": sha, "counts": tiles.counts()}
+        body = {**wanted, "counts": tiles.counts()}
         atomic_write_text(tmp / STAMP, json.dumps(body, indent=1) + "\n")
         if dest.exists():  # a stale or partial copy: move it aside, swap, then delete it
             old = mkdtemp_beside(dest)
