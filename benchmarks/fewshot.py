@@ -20,7 +20,10 @@ Then, on each draw:
   file); ``video`` trains at the backbone's own 224 px, as user data does;
 - **probe**: ``sklearn.linear_model.LogisticRegression`` fitted on the train features of that
   very run (read back from its ``--feature-cache-dir``), its ``C`` picked on the val features
-  (13 values, 1e-4 ... 1e2), scored on the test features.
+  (13 values, 1e-4 ... 1e2), scored on the test features. The probe gets the backbone's pooled
+  features only (the first of the run's feature groups in ``metrics.json``), as a practitioner
+  would extract them: ftedge's head also sees its taps' pooled outputs, which are part of what
+  is being compared.
 
 It prints, per k, the mean and spread (standard deviation over draws) of both test accuracies and
 of their paired difference. Needs scikit-learn (installed with the nncf extra) and, for
@@ -107,13 +110,16 @@ def write_video_draw(videos: dict[str, np.ndarray], k: int, test: int, seed: int
                 crop.save(d / f"{j}.jpg", quality=95)
 
 
-def cached(run_feature_dir: Path, data: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """The features the run extracted for ``split`` and their labels, in loader order."""
+def cached(
+    run_feature_dir: Path, data: Path, split: str, width: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``width`` features the run extracted for ``split`` (the pooled features) and
+    their labels, in loader order."""
     from ftedge.data.folders import scan_image_folder
 
     labels = np.array([s.label for s in scan_image_folder(data).split(split)])  # type: ignore[arg-type]
     (path,) = run_feature_dir.glob(f"features-{split}-*.npy")
-    return np.load(path), labels
+    return np.load(path)[:, :width], labels
 
 
 def probe(train, val, test) -> float:
@@ -147,7 +153,8 @@ def one_draw(image_set: str, source, k: int, test: int, seed: int) -> dict:
             feature_cache_dir=str(feats),
         )
         m = train(cfg).metrics
-        split = {s: cached(feats, data, s) for s in ("train", "val", "test")}
+        pooled = m["features"]["groups"][0]
+        split = {s: cached(feats, data, s, pooled) for s in ("train", "val", "test")}
         chosen = (m.get("tuning") or {}).get("chosen", {}).get("name", "epochs")
         return {
             "set": image_set,

@@ -55,6 +55,10 @@ class TrainConfig:
     seed: int = opt(0, "random seed (data order, head init, splits)")
     head_hidden: tuple[int, ...] = opt((), "hidden layer widths of the new head, e.g. 256,128")
     dropout: float = opt(0.0, "dropout in the new head")
+    taps: int = opt(
+        3,
+        "the head also sees the pooled outputs of this many backbone blocks below the top two (0: the pooled features alone)",
+    )
     unfreeze: int = opt(0, "number of top backbone blocks to train (0: backbone frozen)")
     unfreeze_epoch: int = opt(0, "epoch (0-based) at which --unfreeze takes effect (staged)")
     augment: Literal["auto", "on", "off"] = opt(

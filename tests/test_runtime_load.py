@@ -343,12 +343,14 @@ def test_runtime_and_predict_work_with_torch_unimportable(
     bundle: Path, tmp_path: Path, test_images
 ) -> None:
     # A test-split image the model is sure about: every backend (bf16 included) agrees on it.
-    frame = test_images[0][0]
+    with load(bundle, backend="onnxruntime") as clf:
+        frame, expected = max(
+            ((f, clf.classify_one(f, topk=3)) for f in test_images[0][:20]),
+            key=lambda fp: fp[1].score,
+        )
+    assert expected.score > 0.9
     img = tmp_path / "item.png"
     Image.fromarray(frame).save(img)
-    with load(bundle, backend="onnxruntime") as clf:
-        expected = clf.classify_one(frame, topk=3)
-    assert expected.score > 0.9
     r = _run_python(
         f"""
         import json, sys

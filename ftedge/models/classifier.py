@@ -9,6 +9,8 @@
   or a ResNet ``layer4`` is one block).
 - ``FtedgeClassifier.train()`` keeps frozen blocks in eval mode, so frozen BatchNorm layers
   never update their running statistics.
+- Taps (``HeadSpec.taps``): the head sees the pooled features *and* the global-average-pooled
+  outputs of a few blocks lower down (``tap_names``), concatenated; see ``docs/training.md``.
 """
 
 from __future__ import annotations
@@ -28,18 +30,25 @@ _NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
 
 @dataclass(frozen=True)
 class HeadSpec:
-    """The new classifier head: optional hidden layers (ReLU + dropout) then a linear layer."""
+    """The new classifier head: optional hidden layers (ReLU + dropout) then a linear layer,
+    fed the pooled features and the pooled outputs of ``taps`` backbone blocks below the top."""
 
     num_classes: int
     hidden: tuple[int, ...] = ()
     dropout: float = 0.0
+    taps: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self) | {"hidden": list(self.hidden)}
+        d = asdict(self) | {"hidden": list(self.hidden)}
+        if not self.taps:  # written as before taps existed: older ftedge reads it unchanged
+            del d["taps"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> HeadSpec:
-        return cls(int(d["num_classes"]), tuple(int(h) for h in d["hidden"]), float(d["dropout"]))
+        hidden = tuple(int(h) for h in d["hidden"])
+        # Checkpoints written before taps existed have none.
+        return cls(int(d["num_classes"]), hidden, float(d["dropout"]), int(d.get("taps", 0)))
 
 
 def build_head(num_features: int, spec: HeadSpec) -> nn.Sequential:
@@ -100,18 +109,104 @@ def backbone_units(backbone: nn.Module) -> list[list[nn.Module]]:
     return [u for u in units if any(_has_params(m) for m in u)]
 
 
-class FtedgeClassifier(nn.Module):
-    """``head(backbone(x))`` where ``backbone`` returns pooled features."""
+# Taps are counted from below the top two blocks: the last stage and the projection that makes
+# the pooled features (EfficientNet's conv_head) are what the pooled features already are.
+TAP_SKIP = 2
 
-    def __init__(self, backbone: nn.Module, head: nn.Sequential, num_features: int) -> None:
+
+def tap_names(backbone: nn.Module, taps: int) -> tuple[str, ...]:
+    """Module names of the ``taps`` blocks below the top ``TAP_SKIP`` (bottom first): on
+    EfficientNet-Lite0, ``blocks.3``-``blocks.5`` (80, 112 and 192 channels)."""
+    units = backbone_units(backbone)
+    top = max(0, len(units) - TAP_SKIP)
+    names = {id(m): n for n, m in backbone.named_modules()}
+    return tuple(names[id(u[-1])] for u in units[max(0, top - max(0, taps)) : top])
+
+
+def _run_tapped(
+    backbone: nn.Module, taps: tuple[str, ...], x: torch.Tensor
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """``backbone(x)`` and the output of each ``taps`` module, in forward order."""
+    grabbed: list[torch.Tensor] = []
+
+    def grab(_m: nn.Module, _inp: Any, out: torch.Tensor) -> None:
+        grabbed.append(out)
+
+    # Hooks live for this call only: nothing accumulates when the backbone runs on its own,
+    # and a copy of the backbone carries no hook.
+    handles = [backbone.get_submodule(n).register_forward_hook(grab) for n in taps]
+    try:
+        feats = backbone(x)
+    finally:
+        for h in handles:
+            h.remove()
+    if len(grabbed) != len(taps) or any(g.dim() != 4 for g in grabbed):
+        raise FtedgeError(f"taps {list(taps)} did not each give one [N, C, H, W] feature map")
+    return feats, grabbed
+
+
+def pooled_features(backbone: nn.Module, taps: tuple[str, ...], x: torch.Tensor) -> torch.Tensor:
+    """``backbone(x)`` [N, F] with the spatial means of the ``taps`` modules' outputs appended."""
+    if not taps:
+        return backbone(x)
+    feats, grabbed = _run_tapped(backbone, taps, x)
+    return torch.cat([feats, *(g.mean((2, 3)) for g in grabbed)], 1)
+
+
+def _tap_widths(
+    backbone: nn.Module, taps: tuple[str, ...], size: tuple[int, int]
+) -> tuple[int, ...]:
+    """Channels of each tap, from one forward pass in eval mode (BatchNorm on one image)."""
+    was = backbone.training
+    backbone.eval()
+    try:
+        with torch.no_grad():
+            _, grabbed = _run_tapped(backbone, taps, torch.zeros(1, 3, *size))
+    finally:
+        backbone.train(was)
+    return tuple(int(g.shape[1]) for g in grabbed)
+
+
+class PooledFeatures(nn.Module):
+    """``pooled_features`` as a module: what cached-feature extraction runs and compiles."""
+
+    def __init__(self, backbone: nn.Module, taps: tuple[str, ...]) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.taps = taps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return pooled_features(self.backbone, self.taps, x)
+
+
+class FtedgeClassifier(nn.Module):
+    """``head(features(x))``: the backbone's pooled features with its taps' pooled outputs
+    appended (``feature_groups``: the width of each part, the pooled features first)."""
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        head: nn.Sequential,
+        feature_groups: tuple[int, ...],
+        taps: tuple[str, ...] = (),
+    ) -> None:
         super().__init__()
         self.backbone = backbone
         self.head = head
-        self.num_features = num_features
+        self.feature_groups = feature_groups
+        self.num_features = sum(feature_groups)
+        self.taps = taps
         self.units = backbone_units(backbone)
 
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return pooled_features(self.backbone, self.taps, x)
+
+    def feature_module(self) -> PooledFeatures:
+        """A module computing ``features`` (sharing the backbone, not part of the state dict)."""
+        return PooledFeatures(self.backbone, self.taps)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.backbone(x))
+        return self.head(self.features(x))
 
     # -- freezing -----------------------------------------------------------------------------
     def freeze_backbone(self, unfreeze_top: int = 0) -> None:
@@ -167,8 +262,17 @@ class BuiltModel:
 def build_classifier(
     source: BackboneSource, head: HeadSpec, *, pretrained: bool = True
 ) -> BuiltModel:
-    """Pretrained backbone with its classifier removed + a new head for ``head.num_classes``."""
+    """Pretrained backbone with its classifier removed + a new head for ``head.num_classes``.
+
+    ``model.taps`` may hold fewer names than ``head.taps`` asks for: a small backbone has fewer
+    blocks, and a backbone whose blocks do not give [N, C, H, W] maps (a transformer) none.
+    """
     backbone, spec = create_backbone(source, pretrained=pretrained)
-    num_features = strip_classifier(backbone)
-    model = FtedgeClassifier(backbone, build_head(num_features, head), num_features)
+    groups = (strip_classifier(backbone),)
+    taps = tap_names(backbone, head.taps)
+    try:
+        groups += _tap_widths(backbone, taps, (spec.height, spec.width)) if taps else ()
+    except FtedgeError:
+        taps = ()
+    model = FtedgeClassifier(backbone, build_head(sum(groups), head), groups, taps)
     return BuiltModel(model, spec)

@@ -156,7 +156,7 @@ class CachedFeatures:
         # The compiled backbone runs float32 on the CPU: no autocast, no GPU.
         plain_cpu = steps.device.type == "cpu" and steps.amp is None
         backend = data.cfg.feature_backend if plain_cpu else "torch"
-        self.extractor = FrozenExtractor(model.backbone, backend)
+        self.extractor = FrozenExtractor(model.feature_module(), backend)
         t0 = time.perf_counter()
         # Each rank embeds only its shard of each split; test features wait for the test.
         self.train = self._features("train")

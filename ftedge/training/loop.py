@@ -211,8 +211,9 @@ def _build_model(
 ) -> tuple[FtedgeClassifier, CheckpointMeta]:
     """The classifier (pretrained backbone, new head, blocks frozen) and its checkpoint sidecar."""
     source = resolve_backbone(cfg.model)
-    head = HeadSpec(len(splits.classes), cfg.head_hidden, cfg.dropout)
+    head = HeadSpec(len(splits.classes), cfg.head_hidden, cfg.dropout, max(0, cfg.taps))
     built = build_classifier(source, head)
+    head = dataclasses.replace(head, taps=len(built.model.taps))  # what this backbone allows
     spec = built.preprocess
     if cfg.image_size is not None:
         spec = dataclasses.replace(spec, input_size=(3, cfg.image_size, cfg.image_size))
@@ -447,5 +448,7 @@ def _metrics(
         "total_seconds": round(extraction + sum(e.seconds for e in progress.history), 3),
         "batchnorm_folding": folding,  # cached features: BN pairs folded, max diff vs unfolded
         "feature_backend": backend,  # cached features: torch, openvino or onnxruntime
+        # What the head sees: the pooled features, then each tap's pooled output (widths).
+        "features": {"taps": list(run.model.taps), "groups": list(run.model.feature_groups)},
         "schedule": run.schedule.to_dict() if run.schedule else None,
     }

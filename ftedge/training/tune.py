@@ -8,9 +8,12 @@ afford to try a small grid of heads and keep the best by validation:
 - ``adamw``: a linear or one-hidden-layer head trained with AdamW for a number of steps (cosine
   schedule, the batch size of ``ftedge.training.recipe``); the grid is over rate, decay, depth.
 
-Every candidate trains on centred features scaled by one common factor (from the data it is
-fitted on; per-feature scales from a handful of images are noise); the scaling is folded into the first linear layer afterwards, so the head
-is an ordinary ``nn.Sequential`` on raw features that checkpoints and exports like any other.
+Every candidate trains on centred features scaled by one factor per feature group (the pooled
+features, each tap: ``FtedgeClassifier.feature_groups``), so that each group carries the same
+share of the total energy whatever its width and magnitude (from the data it is fitted on;
+per-feature scales from a handful of images are noise); the scaling is folded into the first
+linear layer afterwards, so the head is an ordinary ``nn.Sequential`` on raw features that
+checkpoints and exports like any other.
 
 Validation protocol: with at least ``SMALL_VAL_PER_CLASS`` val images per class, candidates
 train on train and are scored on val, and the chosen one is fitted on train. With fewer, one
@@ -121,10 +124,15 @@ def default_grid(n_fit: int, hidden: tuple[int, ...] = ()) -> list[Candidate]:
 
 
 def fit_head(
-    c: Candidate, x: torch.Tensor, y: torch.Tensor, num_classes: int, seed: int
+    c: Candidate,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    num_classes: int,
+    seed: int,
+    groups: tuple[int, ...] = (),
 ) -> nn.Sequential:
     """A head trained per ``c`` on features ``x`` (raw), with the standardisation folded in."""
-    mean, std = _scaling(x)
+    mean, std = _scaling(x, groups)
     z = (x - mean) / std
     g = torch.Generator().manual_seed(seed)
     head = _new_head(x.shape[1], c.hidden, num_classes, g).to(x.device)
@@ -140,12 +148,20 @@ def fit_head(
     return head.eval()
 
 
-def _scaling(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Centre, and one scale for every feature (mean squared feature value 1)."""
+def _scaling(x: torch.Tensor, groups: tuple[int, ...] = ()) -> tuple[torch.Tensor, torch.Tensor]:
+    """Centre, and one scale per group of features (``groups``: widths, summing to the feature
+    count; empty: one group) so every group has the same mean squared norm, and the mean
+    squared feature value is 1."""
     mean = x.mean(0)
-    # One scale for all features: per-feature scales estimated from a handful of images are
-    # noisy and amplify features that barely vary.
-    return mean, (x - mean).pow(2).sum(1).mean().sqrt().expand_as(mean) / x.shape[1] ** 0.5
+    groups = groups or (x.shape[1],)
+    # One scale per group, not per feature: per-feature scales estimated from a handful of
+    # images are noisy and amplify features that barely vary.
+    share = x.shape[1] / len(groups)
+    scales = [
+        ((part - m).pow(2).sum(1).mean().sqrt() / share**0.5).clamp_min(1e-12).expand(w)
+        for part, m, w in zip(x.split(groups, 1), mean.split(groups), groups, strict=True)
+    ]
+    return mean, torch.cat(scales)
 
 
 def _new_head(dim: int, hidden: tuple[int, ...], k: int, g: torch.Generator) -> nn.Sequential:
@@ -231,15 +247,17 @@ def tune_head(
     num_classes: int,
     seed: int,
     grid: list[Candidate] | None = None,
+    groups: tuple[int, ...] = (),
 ) -> TuneResult:
-    """Score every candidate (val or k-fold, see the module docstring); fit the best."""
+    """Score every candidate (val or k-fold, see the module docstring); fit the best.
+    ``groups``: the widths of the feature groups, each scaled on its own."""
     t0 = time.perf_counter()
     threads = torch.get_num_threads()
     # Matrices of a few hundred rows: one thread beats several, which mostly wait on each
     # other (by 10-50x on a busy 2-core machine), and makes the fits bit-reproducible.
     torch.set_num_threads(1)
     try:
-        return _tune(train, val, num_classes, seed, grid, t0)
+        return _tune(train, val, num_classes, seed, grid, groups, t0)
     finally:
         torch.set_num_threads(threads)
 
@@ -250,6 +268,7 @@ def _tune(
     num_classes: int,
     seed: int,
     grid: list[Candidate] | None,
+    groups: tuple[int, ...],
     t0: float,
 ) -> TuneResult:
     (xt, yt), (xv, yv) = (_cpu(train[0]), _cpu(train[1])), (_cpu(val[0]), _cpu(val[1]))
@@ -265,12 +284,12 @@ def _tune(
             for i, held in enumerate(folds):
                 keep = torch.ones(len(y_fit), dtype=torch.bool)
                 keep[held] = False
-                head = fit_head(c, x_fit[keep], y_fit[keep], num_classes, seed + i)
+                head = fit_head(c, x_fit[keep], y_fit[keep], num_classes, seed + i, groups)
                 a, b = _score(head, x_fit[held], y_fit[held])
                 correct, loss = correct + a, loss + b
             n = len(y_fit)
         else:
-            heads.append(fit_head(c, xt, yt, num_classes, seed))
+            heads.append(fit_head(c, xt, yt, num_classes, seed, groups))
             correct, loss = _score(heads[-1], xv, yv)
             n = len(yv)
         scores.append(Score(c, correct / max(1, n), loss / max(1, n)))
@@ -279,7 +298,7 @@ def _tune(
     # The val protocol fits the chosen head on train, exactly as it was scored (same data, seed,
     # one thread): that head is kept rather than fitted a second time.
     if kfold:
-        head = fit_head(best.candidate, x_fit, y_fit, num_classes, seed)
+        head = fit_head(best.candidate, x_fit, y_fit, num_classes, seed, groups)
     else:
         head = heads[scores.index(best)]
     fit_on: Literal["train", "train+val"] = "train+val" if kfold else "train"

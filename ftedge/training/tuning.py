@@ -57,7 +57,7 @@ def tuning_for_run(
         hidden = tuple(int(h) for h in doc["chosen"]["hidden"])
         model.head = build_head(model.num_features, HeadSpec(num_classes, hidden)).to(device)
         return doc
-    result = tune_head(train, val, num_classes, seed)
+    result = tune_head(train, val, num_classes, seed, groups=model.feature_groups)
     model.head = result.head.to(device)
     doc = result.to_dict()
     atomic_write_text(path, json.dumps(doc, indent=2) + "\n")
@@ -67,7 +67,7 @@ def tuning_for_run(
 def model_head_spec(model: FtedgeClassifier, spec: HeadSpec) -> HeadSpec:
     """The spec of the model's (tuned) head: its hidden widths, no dropout."""
     widths = [m.out_features for m in model.head if isinstance(m, nn.Linear)]
-    return HeadSpec(spec.num_classes, tuple(widths[:-1]), 0.0)
+    return HeadSpec(spec.num_classes, tuple(widths[:-1]), 0.0, spec.taps)
 
 
 def tuned_epoch_record(
