@@ -124,6 +124,7 @@ class TrainConfig:
             (self.batch_size >= 1, f"--batch-size must be >= 1 (got {self.batch_size})"),
             (self.lr > 0 and self.backbone_lr >= 0, "learning rates must be positive"),
             (self.unfreeze >= 0, f"--unfreeze must be >= 0 (got {self.unfreeze})"),
+            (self.taps >= 0, f"--taps must be >= 0 (got {self.taps})"),
             (self.unfreeze_epoch >= 0, "--unfreeze-epoch must be >= 0"),
             (0 <= self.dropout < 1, "--dropout must be in [0, 1)"),
             (0 <= self.label_smoothing < 1, "--label-smoothing must be in [0, 1)"),

@@ -54,6 +54,7 @@ def test_precedence_defaults_yaml_flags(tmp_path):
         (["train", "--model", "no_such_model_xyz"], "unknown model"),
         (["train", "--epochs", "-1"], "--epochs must be >= 1"),
         (["train", "--epochs", "two"], "invalid value 'two'"),
+        (["train", "--taps", "-1"], "--taps must be >= 0"),
         (["train", "--augment", "maybe"], "invalid choice"),
         (["train", "--model", "resnet18@/no/such/file.pth"], "does not exist"),
         (["train", "--resume", "/no/such/run"], "not a run directory"),

@@ -211,7 +211,7 @@ def _build_model(
 ) -> tuple[FtedgeClassifier, CheckpointMeta]:
     """The classifier (pretrained backbone, new head, blocks frozen) and its checkpoint sidecar."""
     source = resolve_backbone(cfg.model)
-    head = HeadSpec(len(splits.classes), cfg.head_hidden, cfg.dropout, max(0, cfg.taps))
+    head = HeadSpec(len(splits.classes), cfg.head_hidden, cfg.dropout, cfg.taps)
     built = build_classifier(source, head)
     head = dataclasses.replace(head, taps=len(built.model.taps))  # what this backbone allows
     spec = built.preprocess
