@@ -123,3 +123,21 @@ def test_cached_features_with_taps_match_the_model(backend):
         got = ex(x)
     assert got.shape == (4, 1664)
     torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "name, taps",
+    [
+        ("tv:resnet18", ("layer2.1", "layer3.0", "layer3.1")),
+        ("tv:mobilenet_v2", ("features.14", "features.15", "features.16")),
+        ("timm:mobilenetv3_small_100", ("blocks.2", "blocks.3", "blocks.4")),
+    ],
+)
+def test_taps_follow_the_generic_block_rule_on_other_backbones(name, taps):
+    model = build_classifier(
+        resolve_backbone(name), HeadSpec(3, taps=3), pretrained=False
+    ).model.eval()
+    assert model.taps == taps
+    with torch.no_grad():
+        feats = model.features(torch.randn(2, 3, 96, 96))
+    assert feats.shape == (2, sum(model.feature_groups)) and len(model.feature_groups) == 4
