@@ -194,9 +194,13 @@ class FtedgeClassifier(nn.Module):
         self.backbone = backbone
         self.head = head
         self.feature_groups = feature_groups
-        self.num_features = sum(feature_groups)
         self.taps = taps
         self.units = backbone_units(backbone)
+
+    @property
+    def num_features(self) -> int:
+        """Width of the features the head sees: every group together."""
+        return sum(self.feature_groups)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return pooled_features(self.backbone, self.taps, x)
