@@ -6,12 +6,20 @@ import json
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from ftedge.checkpoint import load_checkpoint
 from ftedge.config import TrainConfig
 from ftedge.training.recipe import make_schedule
 from ftedge.training.resume import BestSoFar
-from ftedge.training.tune import Candidate, fit_head, stratified_folds, tune_head
+from ftedge.training.tune import (
+    Candidate,
+    default_grid,
+    fit_head,
+    mean_head,
+    stratified_folds,
+    tune_head,
+)
 
 
 def _schedule(n_train: int, n_val: int, classes: int, **kw):
@@ -50,9 +58,9 @@ def test_equal_scores_go_to_the_lower_val_loss():
     assert BestSoFar.from_dict({"val_accuracy": 0.9, "epoch": 3, "stale": 1}).score == 0.9
 
 
-def _blobs(n_per_class: int, seed: int, classes: int = 3, dim: int = 16):
+def _blobs(n_per_class: int, seed: int, classes: int = 3, dim: int = 16, sep: float = 4.0):
     g = torch.Generator().manual_seed(seed)
-    centres = torch.eye(classes, dim) * 4
+    centres = torch.eye(classes, dim) * sep
     y = torch.arange(classes).repeat_interleave(n_per_class)
     return centres[y] + torch.randn(len(y), dim, generator=g), y
 
@@ -75,6 +83,38 @@ def test_tuner_keeps_the_candidate_with_the_best_validation_score():
         torch.equal(a, b)
         for a, b in zip(r.head.state_dict().values(), again.head.state_dict().values(), strict=True)
     )
+
+
+def test_mean_candidate_is_the_linear_heads_averaged():
+    lbfgs, adamw = Candidate("lbfgs", 1e-2), Candidate("adamw", 1e-4, 1e-2, 50)
+    mlp, mean = Candidate("adamw", 1e-4, 1e-2, 50, (8,)), Candidate("mean", 0.0)
+    assert Candidate.from_dict(json.loads(json.dumps(mean.to_dict()))) == mean
+    assert default_grid(100)[-1] == mean and not mean.linear and not mlp.linear
+    train, val = _blobs(30, 0), _blobs(25, 1)
+    r = tune_head(train, val, 3, seed=0, grid=[lbfgs, adamw, mlp, mean])
+    heads = [fit_head(c, *train, 3, seed=0) for c in (lbfgs, adamw)]  # the MLP is left out
+    with torch.no_grad():
+        want = torch.stack([h(val[0]) for h in heads]).mean(0)
+        assert torch.allclose(mean_head(heads)(val[0]), want, atol=1e-5)
+    score = r.scores[-1]
+    assert score.candidate == mean and len(r.scores) == 4
+    assert score.accuracy == (want.argmax(1) == val[1]).float().mean().item()
+    assert score.loss == pytest.approx(F.cross_entropy(want, val[1]).item(), rel=1e-4)
+    with pytest.raises(ValueError, match="single linear"):
+        mean_head([fit_head(mlp, *train, 3, seed=0)])
+
+
+def test_tuner_fits_the_mean_head_on_train_plus_val_when_it_wins_the_k_fold():
+    # Overlapping classes, 6 + 3 images each: a near-unregularised L-BFGS head and a barely
+    # trained AdamW head each get about half of the held-out folds right, their mean more.
+    lbfgs, adamw = Candidate("lbfgs", 1e-3), Candidate("adamw", 1e-4, 1e-2, 30)
+    train, val = _blobs(6, 0, sep=1.5), _blobs(3, 10, sep=1.5)
+    r = tune_head(train, val, 3, seed=0, grid=[lbfgs, adamw, Candidate("mean", 0.0)])
+    assert r.protocol == "kfold" and r.chosen.candidate.kind == "mean"
+    assert r.chosen.accuracy > max(s.accuracy for s in r.scores[:2])
+    x, y = torch.cat([train[0], val[0]]), torch.cat([train[1], val[1]])
+    want = mean_head([fit_head(c, x, y, 3, seed=0) for c in (lbfgs, adamw)])
+    assert len(r.head) == 1 and torch.equal(r.head[0].weight, want[0].weight)
 
 
 def test_small_val_split_is_folded_into_a_k_fold_on_train_plus_val():

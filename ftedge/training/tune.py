@@ -6,7 +6,11 @@ afford to try a small grid of heads and keep the best by validation:
 - ``lbfgs``: a linear head (multinomial logistic regression) fitted to convergence with L-BFGS
   and an L2 penalty; the grid is over the penalty;
 - ``adamw``: a linear or one-hidden-layer head trained with AdamW for a number of steps (cosine
-  schedule, the batch size of ``ftedge.training.recipe``); the grid is over rate, decay, depth.
+  schedule, the batch size of ``ftedge.training.recipe``); the grid is over rate, decay, depth;
+- ``mean``: the grid's linear heads averaged into one (their weights and biases, hence their
+  logits). It costs no fit of its own while scoring: its held-out logits are the mean of theirs.
+  With a handful of images per class the validation scores of single candidates are noisy and
+  picking the best of them partly picks noise; the average is steadier (``docs/training.md``).
 
 Every candidate trains on centred features scaled by one factor per feature group (the pooled
 features, each tap: ``FtedgeClassifier.feature_groups``), so that each group carries the same
@@ -42,7 +46,7 @@ FOLDS = 5
 class Candidate:
     """One head recipe the tuner tries."""
 
-    kind: Literal["lbfgs", "adamw"]
+    kind: Literal["lbfgs", "adamw", "mean"]
     weight_decay: float
     lr: float = 0.0
     steps: int = 0
@@ -52,11 +56,18 @@ class Candidate:
     def name(self) -> str:
         if self.kind == "lbfgs":
             return f"lbfgs-linear wd={self.weight_decay:g}"
+        if self.kind == "mean":
+            return "mean of the linear heads"
         depth = "x".join(map(str, self.hidden)) or "linear"
         return f"adamw-{depth} lr={self.lr:g} wd={self.weight_decay:g} steps={self.steps}"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self) | {"hidden": list(self.hidden), "name": self.name}
+
+    @property
+    def linear(self) -> bool:
+        """A single linear layer fitted on its own (what ``mean`` averages)."""
+        return not self.hidden and self.kind != "mean"
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Candidate:
@@ -108,7 +119,8 @@ class TuneResult:
 
 
 def default_grid(n_fit: int, hidden: tuple[int, ...] = ()) -> list[Candidate]:
-    """The candidates: L-BFGS logistic regression over its penalty, and a few AdamW heads.
+    """The candidates: L-BFGS logistic regression over its penalty, a few AdamW heads, and the
+    mean of the linear ones.
 
     AdamW heads get enough steps for ~40 passes over the data, between 200 and 1000 steps.
     """
@@ -120,6 +132,7 @@ def default_grid(n_fit: int, hidden: tuple[int, ...] = ()) -> list[Candidate]:
         Candidate("adamw", 1e-4, 3e-3, steps),
         Candidate("adamw", 1e-2, 1e-2, steps),
         Candidate("adamw", 1e-2, 1e-3, steps, mlp),
+        Candidate("mean", 0.0),
     ]
 
 
@@ -220,12 +233,29 @@ def _fit_adamw(
             opt.step()
 
 
-def _score(head: nn.Sequential, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
-    """(correct count, summed cross-entropy) of ``head`` on (x, y)."""
+def _logits(head: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
     with torch.inference_mode():
-        logits = head(x).float()
-    loss = F.cross_entropy(logits, y, reduction="sum").item()
-    return float((logits.argmax(1) == y).sum()), loss
+        return head(x).float()
+
+
+def _score(c: Candidate, logits: torch.Tensor, y: torch.Tensor) -> Score:
+    """Accuracy and mean cross-entropy of held-out ``logits``."""
+    loss = F.cross_entropy(logits, y).item()
+    return Score(c, float((logits.argmax(1) == y).float().mean()), loss)
+
+
+def mean_head(heads: list[nn.Sequential]) -> nn.Sequential:
+    """One linear head whose logits are the mean of the linear ``heads``' logits."""
+    layers: list[nn.Linear] = []
+    for h in heads:
+        if len(h) != 1 or not isinstance(h[0], nn.Linear):
+            raise ValueError("only single linear heads can be averaged")
+        layers.append(h[0])
+    out = nn.Linear(layers[0].in_features, layers[0].out_features)
+    with torch.no_grad():
+        out.weight.copy_(torch.stack([m.weight for m in layers]).mean(0))
+        out.bias.copy_(torch.stack([m.bias for m in layers]).mean(0))
+    return nn.Sequential(out).eval()
 
 
 def stratified_folds(y: torch.Tensor, folds: int, seed: int) -> list[torch.Tensor]:
@@ -275,32 +305,37 @@ def _tune(
     kfold = len(yv) < SMALL_VAL_PER_CLASS * num_classes
     x_fit, y_fit = (torch.cat([xt, xv]), torch.cat([yt, yv])) if kfold else (xt, yt)
     grid = grid if grid is not None else default_grid(len(y_fit))
-    scores = []
-    heads: list[nn.Sequential] = []  # val protocol: each candidate's head, already fitted on train
-    for c in grid:
+    folds = stratified_folds(y_fit, FOLDS, seed) if kfold else []
+    y_held = y_fit if kfold else yv
+    # Each candidate's logits on rows its heads did not see (its folds', or val), and with the
+    # val protocol its head fitted on train (scored as it is kept: same data, seed, one thread).
+    held: dict[Candidate, torch.Tensor] = {}
+    heads: dict[Candidate, nn.Sequential] = {}
+    for c in (c for c in grid if c.kind != "mean"):
         if kfold:
-            folds = stratified_folds(y_fit, FOLDS, seed)
-            correct = loss = 0.0
-            for i, held in enumerate(folds):
+            held[c] = torch.empty(len(y_fit), num_classes)
+            for i, rows in enumerate(folds):
                 keep = torch.ones(len(y_fit), dtype=torch.bool)
-                keep[held] = False
+                keep[rows] = False
                 head = fit_head(c, x_fit[keep], y_fit[keep], num_classes, seed + i, groups)
-                a, b = _score(head, x_fit[held], y_fit[held])
-                correct, loss = correct + a, loss + b
-            n = len(y_fit)
+                held[c][rows] = _logits(head, x_fit[rows])
         else:
-            heads.append(fit_head(c, xt, yt, num_classes, seed, groups))
-            correct, loss = _score(heads[-1], xv, yv)
-            n = len(yv)
-        scores.append(Score(c, correct / max(1, n), loss / max(1, n)))
+            heads[c] = fit_head(c, xt, yt, num_classes, seed, groups)
+            held[c] = _logits(heads[c], xv)
+    linear = [c for c in grid if c.linear]
+    for c in (c for c in grid if c.kind == "mean" and linear):
+        held[c] = torch.stack([held[m] for m in linear]).mean(0)
+        if not kfold:
+            heads[c] = mean_head([heads[m] for m in linear])
+    scores = [_score(c, held[c], y_held) for c in grid if c in held]
     # max() keeps the first of equal keys: the grid order (simplest first) breaks exact ties.
     best = max(scores, key=Score.key)
-    # The val protocol fits the chosen head on train, exactly as it was scored (same data, seed,
-    # one thread): that head is kept rather than fitted a second time.
-    if kfold:
-        head = fit_head(best.candidate, x_fit, y_fit, num_classes, seed, groups)
+    if kfold:  # the chosen recipe fitted on every labelled image outside test
+        fit = [best.candidate] if best.candidate.kind != "mean" else linear
+        fitted = [fit_head(c, x_fit, y_fit, num_classes, seed, groups) for c in fit]
+        head = fitted[0] if best.candidate.kind != "mean" else mean_head(fitted)
     else:
-        head = heads[scores.index(best)]
+        head = heads[best.candidate]
     fit_on: Literal["train", "train+val"] = "train+val" if kfold else "train"
     protocol: Literal["val", "kfold"] = "kfold" if kfold else "val"
     return TuneResult(protocol, tuple(scores), best, head, fit_on, time.perf_counter() - t0)
