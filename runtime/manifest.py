@@ -12,12 +12,9 @@ is relative to the bundle and must stay inside it: ``from_dict`` refuses absolut
 outside the bundle (the user's dataset, read-only): ``DataRef.test_files`` checks it exists and
 that every test file stays inside it.
 
-Tasks: ``Manifest.task`` ("classification" today) picks, from ``ftedge.runtime.tasks.TASKS``,
-the class that parses the manifest's and each artifact's ``output`` spec and names the metric
-``accuracy`` holds. A new task such as detection adds one ``Task`` entry whose output spec
-holds its tensors (boxes, scores, classes) and whose metric is mAP, plus the consumer that
-turns raw outputs into results (as ``Classifier`` does for classification); the input,
-preprocessing, artifact, verification and confinement code is shared and does not change.
+Tasks: ``Manifest.task`` picks, from ``ftedge.runtime.tasks.TASKS``, the class that parses the
+output specs and names the metric ``accuracy`` holds; the input, preprocessing, artifact,
+verification and confinement code is shared by every task.
 
 Schema history: 1 = the first release; 2 adds ``task`` and typed validation. Schema-1 bundles
 load unchanged (task "classification").
@@ -300,6 +297,8 @@ class FastPreprocessing:
     images: int
     exact_accuracy: float | None = None  # the exact path's, on the same images
     frames: str = "test"  # "test": the images as stored; "WxH": centred in WxH frames
+    # Frames only: the exact path's top-1 agreement with itself, each frame one pixel over.
+    shift_agreement: float | None = None
 
     @classmethod
     def from_fields(cls, f: Fields) -> FastPreprocessing:
@@ -310,6 +309,7 @@ class FastPreprocessing:
             images=int(f.integer("images") or 0),
             exact_accuracy=f.number("exact_accuracy", None),
             frames=f.text("frames", "test") or "test",
+            shift_agreement=f.number("shift_agreement", None),
         )
 
     def to_dict(self) -> dict[str, Any]:

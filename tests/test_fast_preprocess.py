@@ -97,6 +97,11 @@ VERIFIED = [_entry(e, w) for e in ("opencv", "pillow") for w in ("test", "640x48
         (VERIFIED, f"fast:{available_engine()}"),
         # OpenCV's shrink agrees on only 99.0 % of camera frames: Pillow's window resample
         ([e if e["engine"] == "pillow" else {**e, "agreement": 0.99} for e in VERIFIED], "pillow"),
+        # ... unless a one-pixel move of the frame changes more answers than that
+        ([{**e, "agreement": 0.99, "shift_agreement": 0.985} for e in VERIFIED], "fast"),
+        ([{**e, "agreement": 0.99, "shift_agreement": 0.993} for e in VERIFIED], "exact"),
+        # the yardstick never waives the accuracy rule
+        ([{**e, "accuracy": 0.798, "shift_agreement": 0.9} for e in VERIFIED], "exact"),
         ([{**e, "accuracy": 0.798} for e in VERIFIED], "exact"),  # 0.2 point below the exact
         ([e for e in VERIFIED if e["frames"] == "test"], "exact"),  # never measured on frames
         ([{k: v for k, v in e.items() if k != "exact_accuracy"} for e in VERIFIED], "exact"),
@@ -109,6 +114,8 @@ def test_default_preprocessing_follows_the_export_verification(tmp_path, entries
     with load(_bundle(tmp_path, entries), backend="onnxruntime") as clf:
         if expected == "pillow":
             assert clf.preprocessing == "fast:pillow"
+        elif expected == "fast":
+            assert clf.preprocessing == f"fast:{available_engine()}"
         else:
             assert clf.preprocessing == expected
         assert clf.describe()["preprocessing"] == clf.preprocessing
@@ -199,7 +206,32 @@ def test_bad_frame_size_is_one_line_error(text):
 def test_manifest_round_trips_the_verification():
     from ftedge.runtime.manifest import FastPreprocessing
 
-    e = FastPreprocessing("opencv", 0.84, 0.99, 1000, exact_accuracy=0.845, frames="640x480")
+    e = FastPreprocessing("opencv", 0.84, 0.99, 1000, 0.845, "640x480", shift_agreement=0.98)
     from ftedge.runtime.schema_fields import Fields
 
     assert FastPreprocessing.from_fields(Fields(e.to_dict(), "fast")) == e
+
+
+def test_export_measures_the_exact_paths_own_shift_agreement_on_frames(tmp_path):
+    """The frames measurement runs the bundle's real ONNX model on the exact path's crops of
+    each frame moved one pixel, and records how often that keeps the exact answer."""
+    from ftedge.export import fast_path
+    from ftedge.runtime.manifest import Manifest
+    from ftedge.runtime.preprocess import normalize
+
+    bundle = _bundle(tmp_path, None)
+    manifest = Manifest.load(bundle)
+    frames = photos(12)
+    labels = np.zeros(len(frames), np.int64)
+    got = fast_path._measure(
+        bundle, manifest, lambda: iter(frames), labels, "640x480", shifted=True
+    )
+    plain = fast_path._measure(bundle, manifest, lambda: iter(frames), labels, "640x480")
+    assert all(m.shift_agreement is None for m in plain)
+    crops = [resize_crop(to_pil(f), manifest.spec) for f in frames]
+    moved = [resize_crop(to_pil(np.roll(f, 1, axis=1)), manifest.spec) for f in frames]
+    exact = fast_path._logits(bundle, manifest, normalize(np.stack(crops), manifest.spec))
+    shift = fast_path._logits(bundle, manifest, normalize(np.stack(moved), manifest.spec))
+    want = float((exact.argmax(1) == shift.argmax(1)).mean())
+    assert {m.shift_agreement for m in got} == {want}
+    assert {m.engine for m in got} == {m.engine for m in plain}
