@@ -170,7 +170,8 @@ class Classifier(LoadedModel):
         "auto" (what ``load`` does): the fast path (one resize of the crop window, buffers
         reused) with the fastest engine the bundle's export verified
         (``fast_preprocess.verified``: accuracy within 0.1 point of the exact path and top-1
-        agreement >= 99.5 %, on the test images and in 640x480 frames), else the exact path.
+        agreement >= 99.5 %, on the test images and in 640x480 frames, where agreeing as often
+        as a one-pixel move of the frame does is enough), else the exact path.
         "exact": the training-identical path. "fast": the fastest engine here (OpenCV if
         installed) even if the export did not verify it.
         """
