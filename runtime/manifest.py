@@ -365,7 +365,7 @@ def preprocessing_from_fields(f: Fields) -> PreprocessSpec:
     if len(size) != 3 or not all(isinstance(v, int) and v > 0 for v in size):
         raise f.fail("input_size", f"must be 3 positive ints (C, H, W), got {size}")
     crop = f.number("crop_pct", 0.875)
-    if not 0 < crop <= 1:
+    if crop is None or not 0 < crop <= 1:
         raise f.fail("crop_pct", f"must be in (0, 1], got {crop}")
     stats = {}
     for key in ("mean", "std"):

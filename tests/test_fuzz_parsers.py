@@ -68,6 +68,36 @@ def test_manifest_parser_never_raises_anything_else(path: tuple[Any, ...], value
         assert "\n" not in str(e)
 
 
+# Every field, each replaced by a value of the wrong kind or range: a deterministic sweep
+# beside the random one above (a null crop_pct once slipped through as a TypeError).
+ADVERSARIAL = [
+    None,
+    True,
+    0,
+    -1,
+    2**70,
+    1.5,
+    float("nan"),
+    float("inf"),
+    "",
+    "../x",
+    [],
+    {},
+    [None],
+]
+
+
+def test_manifest_parser_on_every_field_replaced_by_bad_values() -> None:
+    from ftedge.runtime.manifest import Manifest
+
+    for path in MANIFEST_PATHS:
+        for value in ADVERSARIAL:
+            try:
+                Manifest.from_dict(_replaced(MANIFEST, path, value))
+            except FtedgeError as e:
+                assert "\n" not in str(e), (path, value)
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.dictionaries(st.sampled_from(sorted(MANIFEST) + ["x"]), JSON, max_size=6))
 def test_manifest_parser_on_any_top_level(doc: dict[str, Any]) -> None:
