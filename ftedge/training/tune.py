@@ -323,19 +323,22 @@ def _tune(
             heads[c] = fit_head(c, xt, yt, num_classes, seed, groups)
             held[c] = _logits(heads[c], xv)
     linear = [c for c in grid if c.linear]
-    for c in (c for c in grid if c.kind == "mean" and linear):
-        held[c] = torch.stack([held[m] for m in linear]).mean(0)
-        if not kfold:
-            heads[c] = mean_head([heads[m] for m in linear])
+    for c in (c for c in grid if c.kind == "mean"):
+        if linear:  # nothing to average otherwise: the candidate is left out
+            held[c] = torch.stack([held[m] for m in linear]).mean(0)
+            if not kfold:
+                heads[c] = mean_head([heads[m] for m in linear])
     scores = [_score(c, held[c], y_held) for c in grid if c in held]
     # max() keeps the first of equal keys: the grid order (simplest first) breaks exact ties.
     best = max(scores, key=Score.key)
-    if kfold:  # the chosen recipe fitted on every labelled image outside test
-        fit = [best.candidate] if best.candidate.kind != "mean" else linear
-        fitted = [fit_head(c, x_fit, y_fit, num_classes, seed, groups) for c in fit]
-        head = fitted[0] if best.candidate.kind != "mean" else mean_head(fitted)
-    else:
+    # The val protocol keeps the head it scored; k-fold fits the chosen recipe on every
+    # labelled image outside test.
+    if not kfold:
         head = heads[best.candidate]
+    elif best.candidate.kind == "mean":
+        head = mean_head([fit_head(c, x_fit, y_fit, num_classes, seed, groups) for c in linear])
+    else:
+        head = fit_head(best.candidate, x_fit, y_fit, num_classes, seed, groups)
     fit_on: Literal["train", "train+val"] = "train+val" if kfold else "train"
     protocol: Literal["val", "kfold"] = "kfold" if kfold else "val"
     return TuneResult(protocol, tuple(scores), best, head, fit_on, time.perf_counter() - t0)
