@@ -73,7 +73,7 @@ def _measure(
     (crops, FP32 logits) already computed; when the exact crops are these very crops, their
     logits are reused instead of running the model again. ``shifted``: also the exact path's
     agreement with itself on each frame moved one pixel to the right (``shift_agreement``)."""
-    from ftedge.runtime.fast_preprocess import FastPreprocessor
+    from ftedge.runtime.fast_preprocess import FAST_PATH_VERSION, FastPreprocessor
     from ftedge.runtime.preprocess import normalize, resize_crop, to_pil
 
     spec = manifest.spec
@@ -109,6 +109,7 @@ def _measure(
                 exact_accuracy=float((exact == labels).mean()),
                 frames=where,
                 shift_agreement=shift_agreement,
+                version=FAST_PATH_VERSION,
             )
         )
     return measured

@@ -196,31 +196,50 @@ def _batch_runner(ctx: JobContext, runner: Any, batch: int) -> Iterator[Any]:
         fixed.deactivate()
 
 
+# ``--mode both``: compute and end-to-end are timed in this many alternating stretches each, so
+# that their ratio compares the same machine conditions (a shared or throttling machine drifts
+# over seconds, more than the preprocessing costs).
+MODE_ROUNDS = 4
+
+
 def _measure_batch(ctx: JobContext, runner: Any, batch: int) -> JobOutcome:
     """Every mode at ``batch``: a result row each, or a skipped row with the reason."""
     done = JobOutcome([], [])
+    rounds = MODE_ROUNDS if len(ctx.options.modes) > 1 else 1
+    parts: dict[str, list[TimedLoop]] = {mode: [] for mode in ctx.options.modes}
+    preprocessing: dict[str, str | None] = {}
     with _batch_runner(ctx, runner, batch) as batch_runner:
-        for mode in ctx.options.modes:
-            try:
-                loop, preprocessing = _time_mode(ctx, batch_runner, batch, mode)
-            except FtedgeError as e:
-                where = {"batch": batch, "mode": mode, "reason": str(e)}
-                done.skipped.append({**ctx.job.identity(), **where})
-                continue
-            row = _result_row(ctx, batch, mode, loop)
-            if mode == "end_to_end" and ctx.options.frames is not None:
-                row["frames"] = "x".join(str(v) for v in ctx.options.frames)
-                row["preprocessing"] = preprocessing
-            done.results.append(row)
+        for r in range(rounds):
+            for mode in list(parts):
+                try:
+                    loop, preprocessing[mode] = _time_mode(
+                        ctx, batch_runner, batch, mode, r, rounds
+                    )
+                except FtedgeError as e:
+                    where = {"batch": batch, "mode": mode, "reason": str(e)}
+                    done.skipped.append({**ctx.job.identity(), **where})
+                    del parts[mode]
+                    continue
+                parts[mode].append(loop)
+    for mode, loops in parts.items():
+        row = _result_row(ctx, batch, mode, TimedLoop.merged(loops))
+        if mode == "end_to_end" and ctx.options.frames is not None:
+            row["frames"] = "x".join(str(v) for v in ctx.options.frames)
+            row["preprocessing"] = preprocessing[mode]
+        done.results.append(row)
     return done
 
 
-def _time_mode(ctx: JobContext, runner: Any, batch: int, mode: str) -> tuple[TimedLoop, str | None]:
-    """The timed loop, and the preprocessing path an end-to-end call on frames used."""
+def _time_mode(
+    ctx: JobContext, runner: Any, batch: int, mode: str, round_: int = 0, rounds: int = 1
+) -> tuple[TimedLoop, str | None]:
+    """One timed stretch (of ``rounds``), and the preprocessing path an end-to-end call on
+    frames used. The step is made afresh each stretch: it binds its own input to the runner."""
     opts = ctx.options
     step = make_step(runner, ctx.job, ctx.info, ctx.spec, batch, mode, opts.topk, opts)
     probe = backend_latency_probe(runner) if mode == "compute" else None
-    return timed_loop(step, ctx.options, probe), getattr(step, "preprocessing", None)
+    loop = timed_loop(step, opts, probe, share=1.0 / rounds, warm=round_ == 0)
+    return loop, getattr(step, "preprocessing", None)
 
 
 def _power_summary(
@@ -233,7 +252,7 @@ def _power_summary(
         return None
     source = ctx.power.source
     return summarize_power(
-        ctx.power.sampler.window(loop.start, loop.end),
+        [s for t0, t1 in loop.windows for s in ctx.power.sampler.window(t0, t1)],
         idle_mw=ctx.job.idle_mw,
         seconds=stats.total_s,
         images=batch * stats.n,

@@ -10,12 +10,13 @@ numpy pipeline, stacks a batch, infers and takes the top-k.
 
 from __future__ import annotations
 
+import math
 import os
 import resource
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,32 +29,53 @@ from ftedge.runtime.preprocess import PreprocessSpec
 
 @dataclass(frozen=True)
 class TimedLoop:
-    """What one timed loop measured."""
+    """What one timed loop measured (or several stretches of it, ``merged``)."""
 
     latencies_s: list[float]  # one per timed call
-    start: float  # perf_counter at the start of the timed window
-    end: float  # ... and at its end (for the power samples of that window)
+    windows: tuple[tuple[float, float], ...]  # perf_counter (start, end) of each timed stretch
     backend_ms: list[float]  # the backend's own latency per call, where it reports one
+
+    @staticmethod
+    def merged(loops: Sequence[TimedLoop]) -> TimedLoop:
+        """One loop from stretches timed apart (``--mode both`` alternates the modes)."""
+        return TimedLoop(
+            [t for loop in loops for t in loop.latencies_s],
+            tuple(w for loop in loops for w in loop.windows),
+            [v for loop in loops for v in loop.backend_ms],
+        )
+
+
+# A later stretch of an alternating measurement re-warms the caches with this many calls.
+REWARM_ITERS = 5
 
 
 def timed_loop(
     step: Callable[[], Any],
     options: BenchmarkOptions,
     after: Callable[[], float | None] | None = None,
+    *,
+    share: float = 1.0,
+    warm: bool = True,
 ) -> TimedLoop:
     """Warm up, then time ``step``; ``after()`` is read outside the timed pair each iteration
-    (e.g. the backend's own latency in ms)."""
+    (e.g. the backend's own latency in ms). ``share``: the fraction of the iteration and
+    second budgets this stretch gets; ``warm=False``: a short re-warm instead of the warm-up
+    (a later stretch of the same measurement)."""
     clock = time.perf_counter
     t_start = clock()
     n = 0
-    while n < options.warmup_iters or clock() - t_start < options.warmup_seconds:
+    warmup_iters = options.warmup_iters if warm else REWARM_ITERS
+    warmup_s = options.warmup_seconds if warm else 0.0
+    while n < warmup_iters or clock() - t_start < warmup_s:
         step()
         n += 1
     lat: list[float] = []
     extra: list[float] = []
+    min_iters = max(1, math.ceil(options.min_iters * share))
+    min_s, max_s = options.min_seconds * share, options.max_seconds * share
     w0 = clock()
     total = 0.0
-    while len(lat) < options.min_iters or total < options.min_seconds:
+    while len(lat) < min_iters or total < min_s:
         t0 = clock()
         step()
         dt = clock() - t0
@@ -63,9 +85,9 @@ def timed_loop(
             v = after()
             if v is not None:
                 extra.append(v)
-        if clock() - w0 > options.max_seconds and len(lat) >= 2:
+        if clock() - w0 > max_s and len(lat) >= 2:
             break
-    return TimedLoop(lat, w0, clock(), extra)
+    return TimedLoop(lat, ((w0, clock()),), extra)
 
 
 def backend_latency_probe(runner: Any) -> Callable[[], float | None] | None:

@@ -86,6 +86,7 @@ class Classifier(LoadedModel):
         b = self._input_meta.shape[0] if self._input_meta.shape else -1
         # A model exported with a fixed batch (e.g. 1) is fed in chunks of that size.
         self.fixed_batch: int | None = b if isinstance(b, int) and b > 0 else None
+        self._checked: tuple[tuple[int, ...], np.dtype[Any]] | None = None  # last fed shape
 
     def __repr__(self) -> str:
         return (
@@ -179,13 +180,14 @@ class Classifier(LoadedModel):
             raise FtedgeError(
                 f"preprocessing must be one of {', '.join(PREPROCESSING)}, got {mode!r}"
             )
-        from ftedge.runtime.fast_preprocess import available_engine, verified_engine
+        from ftedge.runtime.fast_preprocess import verified_preprocessor
 
-        engine = available_engine() if mode == "fast" else None
+        self.fast = None
         if mode == "auto":
-            engine = verified_engine(self.manifest.reference)
-        self.fast = FastPreprocessor(self.spec, engine) if engine is not None else None
-        self.preprocessing = f"fast:{engine}" if engine is not None else "exact"
+            self.fast = verified_preprocessor(self.manifest.reference, self.spec)
+        elif mode == "fast":
+            self.fast = FastPreprocessor(self.spec)
+        self.preprocessing = f"fast:{self.fast.engine}" if self.fast is not None else "exact"
         return self.preprocessing
 
     def use_fast_preprocessing(self, enabled: bool = True) -> bool:
@@ -202,7 +204,10 @@ class Classifier(LoadedModel):
         n = batch.shape[0]
         step = self.fixed_batch or n
         if step == n:  # the common case: one call, no chunking or concatenation
-            res = self.runner.infer({self.input_name: batch})
+            # Feeds are checked once per shape and dtype: a camera loop repeats both.
+            checked = (batch.shape, batch.dtype) == self._checked
+            res = self.runner.infer({self.input_name: batch}, check=not checked)
+            self._checked = (batch.shape, batch.dtype)
             out = res[self.output_name] if self.output_name in res else next(iter(res.values()))
             return np.asarray(out, dtype=np.float32).reshape(n, -1)
         outs = []
@@ -284,7 +289,7 @@ def _fast_preprocessor(manifest: Manifest) -> FastPreprocessor | None:
     measured = manifest.reference.fast_path(engine)
     if measured is None or measured.agreement < MIN_AGREEMENT:
         return None
-    return FastPreprocessor(manifest.spec, engine)
+    return FastPreprocessor(manifest.spec, engine, measured.version)
 
 
 def make_runner(

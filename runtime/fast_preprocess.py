@@ -4,19 +4,20 @@ The exact path (``preprocess.py``) resizes the whole frame with Pillow, then cro
 costs more than the network. Here the centre-crop window is mapped back into the frame first and
 only that window is resized to the network size:
 
-- shrinking with OpenCV (``ftedge[video]``) by a factor ``s``: a bilinear resize of the window
-  (rounded to whole pixels, which moves it by less than one frame pixel) to ``k`` times the
-  network size, ``k = ceil(s / 2)``, then an integer ``k`` x ``k`` area average. Each step stays
-  within what it does well (bilinear does not alias up to a 2x shrink; OpenCV's area filter is
-  fast only for integer factors), together 4x faster than one ``INTER_AREA`` and as close to
-  Pillow's antialiased bicubic (mean 2.3 vs 2.1 grey levels on 640x480 photos);
+- shrinking with OpenCV (``ftedge[video]``) by a factor ``s`` in [3, 4) (640x480 frames to
+  128-160 px): an exact 2x2 area halving of an even-sized window, then one bilinear warp to the
+  exact sub-pixel crop window; by other factors: a bilinear resize of the window (rounded to
+  whole pixels) to ``k`` times the network size, ``k = ceil(s / 2)``, then an integer ``k`` x
+  ``k`` area average. Each step stays within what it does well (bilinear does not alias up to
+  a 2x shrink; OpenCV's area filter is fast only for integer factors), together 4-6x faster
+  than one ``INTER_AREA`` and as close to Pillow's antialiased bicubic (``ShrinkPlan``);
 - shrinking without OpenCV (the ``pillow`` engine): Pillow's ``resize(box=window)`` with the
   exact sub-pixel window and the spec's filter (the exact path's resample, on the window alone);
 - enlarging: the exact path itself (it costs in proportion to the small output).
 
 The crop stays uint8 in the frame's channel order; normalisation is the last step, one
-multiply-add per value written into a preallocated float32 NCHW buffer with the BGR->RGB swap
-folded into the channel loop. ``prepare`` reuses its buffers from call to call (a camera loop
+multiply-add per value written into a preallocated float32 NCHW buffer, read through a strided
+view that does the HWC->CHW change and the BGR->RGB swap for free. ``prepare`` reuses its buffers from call to call (a camera loop
 allocates nothing per frame), so its result is only valid until the next call.
 
 The result is not bit-identical to the exact path: ``ftedge export`` measures its accuracy and
@@ -37,6 +38,7 @@ same accuracy, changes nothing a camera app could rely on.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -51,6 +53,13 @@ FastEngine = Literal["opencv", "pillow"]
 MIN_AGREEMENT = 0.995  # top-1 agreement with the exact path, on the test split
 MAX_ACCURACY_DROP = 0.001  # fast-path accuracy at most 0.1 point below the exact path's
 VERIFY_FRAME = (640, 480)  # the camera frame size export measures the shrinking branch at
+# Shrink factors the OpenCV engine resizes by one exact 2x area halving and a bilinear warp
+# (at 640x480 -> 128 px: 0.06 ms against 0.10 ms, as close to Pillow); outside this range the
+# supersampled resize is closer to Pillow (see docs/runtime.md).
+HALVING_SHRINK = (3.0, 4.0)
+# The algorithm an export measured (``FastPreprocessing.version``): 1 resized every shrink the
+# supersampled way, 2 halves in ``HALVING_SHRINK``. A bundle runs the version it was verified with.
+FAST_PATH_VERSION = 2
 
 
 def available_engine() -> FastEngine:
@@ -86,6 +95,61 @@ def crop_window(frame_w: int, frame_h: int, spec: PreprocessSpec) -> CropWindow:
     return CropWindow(left * sx, top * sy, spec.width * sx, spec.height * sy, max(sx, sy))
 
 
+@dataclass(frozen=True)
+class ShrinkPlan:
+    """How the OpenCV engine shrinks frames of one size (computed once per frame size).
+
+    It reads the integer window ``[y0:y1, x0:x1]`` of the frame and either halves it with an
+    exact 2x2 area average, then warps it bilinearly to the exact sub-pixel crop window
+    (``matrix``: output pixel -> halved pixel), or resizes it bilinearly to ``k`` times the
+    network size and averages ``k`` x ``k`` areas (``matrix`` None)."""
+
+    frame: tuple[int, int]  # (width, height)
+    scale: float  # frame pixels per network pixel (> 1: shrinking)
+    x0: int
+    y0: int
+    x1: int
+    y1: int
+    k: int = 1
+    matrix: np.ndarray | None = None
+
+
+def shrink_plan(
+    frame_w: int, frame_h: int, spec: PreprocessSpec, version: int = FAST_PATH_VERSION
+) -> ShrinkPlan:
+    """The OpenCV engine's geometry for ``frame_w`` x ``frame_h`` frames (as ``version`` of the
+    fast path computes it)."""
+    win = crop_window(frame_w, frame_h, spec)
+    if version >= 2 and HALVING_SHRINK[0] <= win.scale < HALVING_SHRINK[1]:
+        x0, x1 = _even_span(win.left, win.width, frame_w)
+        y0, y1 = _even_span(win.top, win.height, frame_h)
+        ax, ay = win.width / (2 * spec.width), win.height / (2 * spec.height)
+        # Output pixel centre u + 0.5 sits at frame x = left + (u + 0.5) * 2 * ax, which is
+        # halved pixel (x - x0) / 2 - 0.5 (halved pixel i covers frame [x0 + 2i, x0 + 2i + 2)).
+        matrix = np.array(
+            [
+                [ax, 0.0, (win.left - x0) / 2 + ax / 2 - 0.5],
+                [0.0, ay, (win.top - y0) / 2 + ay / 2 - 0.5],
+            ]
+        )
+        return ShrinkPlan((frame_w, frame_h), win.scale, x0, y0, x1, y1, matrix=matrix)
+    x0, y0 = int(round(win.left)), int(round(win.top))
+    x1 = min(frame_w, int(round(win.left + win.width)))
+    y1 = min(frame_h, int(round(win.top + win.height)))
+    # Rounded to whole pixels (moves the window by less than one frame pixel).
+    k = max(1, math.ceil(win.scale / 2.0))
+    return ShrinkPlan((frame_w, frame_h), win.scale, x0, y0, x1, y1, k=k)
+
+
+def _even_span(start: float, length: float, limit: int) -> tuple[int, int]:
+    """An even-length integer span covering ``[start, start + length)`` inside ``[0, limit)``
+    (a window filling the frame loses at most its last odd pixel: the warp replicates it)."""
+    lo = math.floor(start)
+    n = min(limit // 2 * 2, -(-(math.ceil(start + length) - lo) // 2) * 2)
+    lo = max(0, min(lo, limit - n))
+    return lo, lo + n
+
+
 def verified(reference: Reference, engine: str) -> bool:
     """Whether the export verified the fast path with ``engine`` well enough to be the default:
     measured both on the stored test images and in camera-size frames, and every measurement
@@ -97,6 +161,7 @@ def verified(reference: Reference, engine: str) -> bool:
         return False  # an older export measured less: the exact path stays the default
     return all(
         m.exact_accuracy is not None
+        and m.version <= FAST_PATH_VERSION  # a newer algorithm than this runtime has: unverified
         and m.accuracy >= m.exact_accuracy - MAX_ACCURACY_DROP
         and m.agreement >= _needed_agreement(m)
         for m in measured
@@ -118,13 +183,28 @@ def verified_engine(reference: Reference) -> FastEngine | None:
     return next((e for e in engines if verified(reference, e)), None)
 
 
+def verified_preprocessor(reference: Reference, spec: PreprocessSpec) -> FastPreprocessor | None:
+    """The fast path ``load()`` makes the default: the ``verified_engine`` running the algorithm
+    version the export measured, or None (the exact path)."""
+    engine = verified_engine(reference)
+    if engine is None:
+        return None
+    return FastPreprocessor(spec, engine, min(m.version for m in reference.fast_paths(engine)))
+
+
 class FastPreprocessor:
     """Frames -> uint8 HWC crops (``crop``) -> float NCHW network input (``normalize``), or
     both at once into reused buffers (``prepare``)."""
 
-    def __init__(self, spec: PreprocessSpec, engine: FastEngine | None = None) -> None:
+    def __init__(
+        self,
+        spec: PreprocessSpec,
+        engine: FastEngine | None = None,
+        version: int = FAST_PATH_VERSION,
+    ) -> None:
         self.spec = spec
         self.engine: FastEngine = engine or available_engine()
+        self.version = version
         self._cv2: Any = None
         if self.engine == "opencv":
             import cv2
@@ -137,7 +217,8 @@ class FastPreprocessor:
         # Reused from call to call; replaced (not added to) when the batch or frame size changes.
         self._crops = np.empty((0, spec.height, spec.width, 3), np.uint8)
         self._input = np.empty((0, 3, spec.height, spec.width), np.float32)
-        self._supersampled = np.empty((0, 0, 3), np.uint8)
+        self._scratch = np.empty((0, 0, 3), np.uint8)
+        self._plan: ShrinkPlan | None = None  # the OpenCV geometry of the last frame size
 
     def crop(self, frame: np.ndarray, color: ColorOrder = "rgb") -> np.ndarray:
         """One HWC (or HW) uint8 frame -> HWC uint8 RGB crop at network resolution."""
@@ -153,9 +234,13 @@ class FastPreprocessor:
             frame = frame[:, :, None]
         if frame.shape[2] == 4:
             frame = frame[:, :, :3]
+        if self._cv2 is not None and frame.shape[2] == 3:
+            plan = self._plan
+            if plan is None or plan.frame != (frame.shape[1], frame.shape[0]):
+                plan = self._plan = shrink_plan(*frame.shape[1::-1], self.spec, self.version)
+            if plan.scale > 1.0:
+                return self._opencv(frame, plan, out)
         win = crop_window(frame.shape[1], frame.shape[0], self.spec)
-        if self._cv2 is not None and win.scale > 1.0 and frame.shape[2] == 3:
-            return self._opencv(frame, win, out)
         crop = self._pillow(frame, win) if win.scale > 1.0 else self._enlarge(frame)
         crop = crop[:, :, None] if crop.ndim == 2 else crop
         if out is None:
@@ -163,26 +248,32 @@ class FastPreprocessor:
         out[...] = crop  # broadcasts a grey crop over the 3 channels
         return out
 
-    def _opencv(self, frame: np.ndarray, win: CropWindow, out: np.ndarray | None) -> np.ndarray:
+    def _opencv(self, frame: np.ndarray, plan: ShrinkPlan, out: np.ndarray | None) -> np.ndarray:
         cv2 = self._cv2
         w, h = self.spec.width, self.spec.height
-        x0, y0 = int(round(win.left)), int(round(win.top))
-        x1 = min(frame.shape[1], int(round(win.left + win.width)))
-        y1 = min(frame.shape[0], int(round(win.top + win.height)))
-        window = frame[y0:y1, x0:x1]
-        k = max(1, int(np.ceil(win.scale / 2.0)))
+        window = frame[plan.y0 : plan.y1, plan.x0 : plan.x1]
         if out is None:
             out = np.empty((h, w, 3), np.uint8)
-        if k == 1:
+        if plan.matrix is not None:
+            half = self._scratch_of(((plan.y1 - plan.y0) // 2, (plan.x1 - plan.x0) // 2))
+            cv2.resize(window, half.shape[1::-1], dst=half, interpolation=cv2.INTER_AREA)
+            flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+            cv2.warpAffine(half, plan.matrix, (w, h), out, flags, cv2.BORDER_REPLICATE)
+            return out
+        if plan.k == 1:
             # Shrinking by at most 2x: bilinear still sees every pixel.
             cv2.resize(window, (w, h), dst=out, interpolation=cv2.INTER_LINEAR)
             return out
-        if self._supersampled.shape != (k * h, k * w, 3):
-            self._supersampled = np.empty((k * h, k * w, 3), np.uint8)
-        big = self._supersampled
-        cv2.resize(window, (k * w, k * h), dst=big, interpolation=cv2.INTER_LINEAR)
+        big = self._scratch_of((plan.k * h, plan.k * w))
+        cv2.resize(window, (plan.k * w, plan.k * h), dst=big, interpolation=cv2.INTER_LINEAR)
         cv2.resize(big, (w, h), dst=out, interpolation=cv2.INTER_AREA)
         return out
+
+    def _scratch_of(self, size: tuple[int, int]) -> np.ndarray:
+        """The reused intermediate image of ``size`` (H, W): replaced, not added to."""
+        if self._scratch.shape[:2] != size:
+            self._scratch = np.empty((*size, 3), np.uint8)
+        return self._scratch
 
     def _enlarge(self, frame: np.ndarray) -> np.ndarray:
         # Enlarging costs in proportion to the (small) output, so the exact path's own
@@ -219,10 +310,11 @@ class FastPreprocessor:
         if self._input.shape[0] != n:
             self._input = np.empty((n, 3, self.spec.height, self.spec.width), np.float32)
         x = self._input
-        for c in range(3):  # one strided multiply-add per channel: the swap costs nothing
-            src = crops[..., 2 - c if color == "bgr" else c]
-            np.multiply(src, self._a[c], out=x[:, c])
-            x[:, c] += self._b[c]
+        # One strided multiply-add over the NCHW view of the crops (channels reversed for BGR
+        # by a negative stride): the swap and the layout change cost nothing.
+        src = crops.transpose(0, 3, 1, 2)
+        np.multiply(src[:, ::-1] if color == "bgr" else src, self._a[:, None, None], out=x)
+        np.add(x, self._b[:, None, None], out=x)
         return x
 
     def prepare(self, frames: list[np.ndarray], color: ColorOrder = "rgb") -> np.ndarray:
@@ -236,4 +328,4 @@ class FastPreprocessor:
 
     def buffers(self) -> tuple[np.ndarray, ...]:
         """The reused arrays (for checking that a long run allocates nothing new)."""
-        return (self._crops, self._input, self._supersampled)
+        return (self._crops, self._input, self._scratch)

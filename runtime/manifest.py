@@ -13,11 +13,9 @@ outside the bundle (the user's dataset, read-only): ``DataRef.test_files`` check
 that every test file stays inside it.
 
 Tasks: ``Manifest.task`` picks, from ``ftedge.runtime.tasks.TASKS``, the class that parses the
-output specs and names the metric ``accuracy`` holds; the input, preprocessing, artifact,
-verification and confinement code is shared by every task.
+output specs and names the metric ``accuracy`` holds; everything else is shared by every task.
 
-Schema history: 1 = the first release; 2 adds ``task`` and typed validation. Schema-1 bundles
-load unchanged (task "classification").
+Schema history: 1 = the first release; 2 adds ``task`` and typed validation (1 loads unchanged).
 """
 
 from __future__ import annotations
@@ -299,6 +297,7 @@ class FastPreprocessing:
     frames: str = "test"  # "test": the images as stored; "WxH": centred in WxH frames
     # Frames only: the exact path's top-1 agreement with itself, each frame one pixel over.
     shift_agreement: float | None = None
+    version: int = 1  # the fast path's algorithm measured (fast_preprocess.FAST_PATH_VERSION)
 
     @classmethod
     def from_fields(cls, f: Fields) -> FastPreprocessing:
@@ -310,6 +309,7 @@ class FastPreprocessing:
             exact_accuracy=f.number("exact_accuracy", None),
             frames=f.text("frames", "test") or "test",
             shift_agreement=f.number("shift_agreement", None),
+            version=int(f.integer("version", 1) or 1),
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -55,10 +55,10 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 def top_k(probs: np.ndarray, labels: Sequence[str], k: int) -> Prediction:
     """The ``k`` most probable classes of one probability vector (ties: lower index first)."""
-    order = np.argsort(-probs, kind="stable")[: max(1, min(k, len(labels)))]
+    order = np.argsort(-probs, kind="stable")[: max(1, min(k, len(labels)))].tolist()
     return Prediction(
-        labels=tuple(labels[i] for i in order),
-        scores=tuple(float(probs[i]) for i in order),
-        indices=tuple(int(i) for i in order),
+        labels=tuple([labels[i] for i in order]),
+        scores=tuple(probs[order].tolist()),
+        indices=tuple(order),
         probabilities=probs,
     )

@@ -420,3 +420,23 @@ def test_tensorrt_jobs_use_the_tensorrt_runner(tmp_path: Path) -> None:
     plan = jobs_for_model(tmp_path / "m.plan", BenchmarkOptions(**FAST))
     if not plan.jobs:
         assert plan.skipped and "tensorrt" in plan.skipped[0]["reason"]
+
+
+def test_both_modes_alternate_in_stretches_that_add_up() -> None:
+    """--mode both times compute and end-to-end in alternating stretches: each stretch gets
+    its share of the iteration budget, later ones only a short re-warm, and the stretches of a
+    mode merge into one row's latencies and timed windows."""
+    from ftedge.runtime.bench_measure import MODE_ROUNDS
+    from ftedge.runtime.bench_timing import REWARM_ITERS, TimedLoop, timed_loop
+
+    calls: list[int] = []
+    opts = BenchmarkOptions(**{**FAST, "min_iters": 8, "warmup_iters": 3})
+    first = timed_loop(lambda: calls.append(1), opts, share=1.0 / MODE_ROUNDS)
+    assert len(calls) == 3 + len(first.latencies_s) and len(first.latencies_s) == 2
+    calls.clear()
+    later = timed_loop(lambda: calls.append(1), opts, share=1.0 / MODE_ROUNDS, warm=False)
+    assert len(calls) == REWARM_ITERS + len(later.latencies_s)
+    merged = TimedLoop.merged([first, later])
+    assert merged.latencies_s == first.latencies_s + later.latencies_s
+    assert merged.windows == first.windows + later.windows
+    assert first.windows[0][1] <= later.windows[0][0]

@@ -45,6 +45,46 @@ def test_opencv_shrink_is_close_to_the_exact_path_on_photos():
     assert max(np.percentile(d, 99) for d in diffs) < 24
 
 
+@needs_cv2
+@pytest.mark.parametrize("size", [(1280, 720), (449, 449)])
+def test_opencv_shrink_is_close_to_the_exact_path_at_other_frame_sizes(size):
+    # 1280x720 -> 128 px: the supersampled resize (a 4.9x shrink); 449x449 with crop_pct 1: the
+    # halving branch with a window that fills the frame and loses its last odd pixel.
+    spec = SPEC if size[0] != 449 else PreprocessSpec(input_size=(3, 128, 128), crop_pct=1.0)
+    fast = FastPreprocessor(spec, "opencv")
+    for f in photos(3, size):
+        assert np.abs(fast.crop(f).astype(np.float32) - _exact(f, spec)).mean() < 3.0
+
+
+@pytest.mark.parametrize(
+    ("size", "spec"),
+    [
+        ((640, 480), SPEC),
+        ((449, 449), PreprocessSpec(input_size=(3, 128, 128), crop_pct=1.0)),
+        ((801, 600), PreprocessSpec(input_size=(3, 160, 160), crop_pct=0.9)),
+        ((1920, 1080), SPEC),
+        ((640, 480), PreprocessSpec(input_size=(3, 224, 224))),
+    ],
+)
+def test_shrink_plan_maps_output_pixels_onto_the_exact_crop_window(size, spec):
+    from ftedge.runtime.fast_preprocess import HALVING_SHRINK, crop_window, shrink_plan
+
+    win, plan = crop_window(*size, spec), shrink_plan(*size, spec)
+    assert 0 <= plan.x0 < plan.x1 <= size[0] and 0 <= plan.y0 < plan.y1 <= size[1]
+    if not HALVING_SHRINK[0] <= win.scale < HALVING_SHRINK[1]:
+        assert plan.matrix is None and plan.k == max(1, int(np.ceil(win.scale / 2)))
+        return
+    assert (plan.x1 - plan.x0) % 2 == 0 and (plan.y1 - plan.y0) % 2 == 0
+    u = np.array([0.0, spec.width - 1.0])  # first and last output pixel
+    v = np.array([0.0, spec.height - 1.0])
+    m = plan.matrix
+    # halved pixel i is the average of frame pixels x0 + 2i and x0 + 2i + 1: centre x0 + 2i + 1
+    fx = plan.x0 + 2 * (m[0, 0] * u + m[0, 2]) + 1
+    fy = plan.y0 + 2 * (m[1, 1] * v + m[1, 2]) + 1
+    np.testing.assert_allclose(fx, win.left + (u + 0.5) * win.width / spec.width, atol=1e-9)
+    np.testing.assert_allclose(fy, win.top + (v + 0.5) * win.height / spec.height, atol=1e-9)
+
+
 def test_pillow_shrink_and_any_enlarging_match_the_exact_path():
     pil = FastPreprocessor(SPEC, "pillow")
     for f in photos(3):
@@ -119,6 +159,23 @@ def test_default_preprocessing_follows_the_export_verification(tmp_path, entries
         else:
             assert clf.preprocessing == expected
         assert clf.describe()["preprocessing"] == clf.preprocessing
+
+
+@needs_cv2
+def test_a_bundle_runs_the_fast_path_version_its_export_measured(tmp_path):
+    from ftedge.runtime import load
+    from ftedge.runtime.fast_preprocess import FAST_PATH_VERSION
+
+    frame = photos(1, (28, 28))[0]  # the fixture's 8 px network: a 3.5x shrink, halved in v2
+    for version, halved in ((None, False), (1, False), (FAST_PATH_VERSION, True)):
+        entries = [e if version is None else {**e, "version": version} for e in VERIFIED]
+        with load(_bundle(tmp_path / str(version), entries), backend="onnxruntime") as clf:
+            clf.classify(frame)
+            assert clf.fast is not None and clf.fast.version == (version or 1)
+            assert clf.fast._plan is not None and (clf.fast._plan.matrix is not None) == halved
+    newer = [{**e, "version": FAST_PATH_VERSION + 1} for e in VERIFIED]
+    with load(_bundle(tmp_path / "newer", newer), backend="onnxruntime") as clf:
+        assert clf.preprocessing == "exact"  # measured with an algorithm this runtime lacks
 
 
 def test_opt_out_and_opt_in(tmp_path):
