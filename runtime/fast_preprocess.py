@@ -237,7 +237,8 @@ class FastPreprocessor:
         if self._cv2 is not None and frame.shape[2] == 3:
             plan = self._plan
             if plan is None or plan.frame != (frame.shape[1], frame.shape[0]):
-                plan = self._plan = shrink_plan(*frame.shape[1::-1], self.spec, self.version)
+                plan = shrink_plan(frame.shape[1], frame.shape[0], self.spec, self.version)
+                self._plan = plan
             if plan.scale > 1.0:
                 return self._opencv(frame, plan, out)
         win = crop_window(frame.shape[1], frame.shape[0], self.spec)
