@@ -14,7 +14,11 @@ change a camera can make, the yardstick for the fast path's disagreements there.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import functools
+import os
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -22,9 +26,7 @@ import numpy as np
 
 from ftedge.export.verify import FP32_MAX_ABS_DIFF, EvalData, make_runner
 from ftedge.runtime.manifest import FastPreprocessing, Manifest
-
-# Inputs this close (a few float32 ulps of [-1, 1] values) come from the same uint8 crop.
-SAME_INPUT_ATOL = 1e-6
+from ftedge.runtime.preprocess import PreprocessSpec
 
 
 def _logits(bundle_dir: Path, manifest: Manifest, x: np.ndarray) -> np.ndarray:
@@ -59,35 +61,62 @@ def in_frame(image: np.ndarray, width: int, height: int) -> np.ndarray:
     return np.pad(big, pad, mode="edge")
 
 
+def _crops(
+    images: list[np.ndarray],
+    make: Callable[[np.ndarray], np.ndarray] | None,
+    spec: PreprocessSpec,
+    shifted: bool,
+) -> tuple[list[np.ndarray], list[np.ndarray], dict[str, list[np.ndarray]]]:
+    """The exact path's crop of each frame (``make(image)``, or the image itself), of the frame
+    moved one pixel (when ``shifted``), and each fast engine's crop, in order.
+
+    Frames are spread over the CPU's cores: Pillow, OpenCV and numpy release the GIL, and this
+    is most of the check's time. Each worker makes its frames itself (so at most one camera-size
+    frame per worker is in memory) and has its own fast preprocessors (they reuse buffers).
+    """
+    from ftedge.runtime.fast_preprocess import FastPreprocessor
+    from ftedge.runtime.preprocess import resize_crop, to_pil
+
+    local = threading.local()
+
+    def work(image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, dict[str, np.ndarray]]:
+        f = make(image) if make is not None else image
+        if not hasattr(local, "fast"):
+            local.fast = {e: FastPreprocessor(spec, e) for e in _engines()}  # type: ignore[arg-type]
+        exact = resize_crop(to_pil(f), spec)
+        # the column that wraps round is the frame's repeated edge
+        moved = resize_crop(to_pil(np.roll(f, 1, axis=1)), spec) if shifted else None
+        return exact, moved, {e: pre.crop(f) for e, pre in local.fast.items()}
+
+    with ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1))) as pool:
+        done = list(pool.map(work, images))
+    fast = {e: [d[2][e] for d in done] for e in _engines()}
+    return [d[0] for d in done], [d[1] for d in done if d[1] is not None], fast
+
+
 def _measure(
     bundle_dir: Path,
     manifest: Manifest,
-    frames: Callable[[], Iterator[np.ndarray]],
+    images: list[np.ndarray],
     labels: np.ndarray,
     where: str,
     known: tuple[np.ndarray, np.ndarray] | None = None,
     shifted: bool = False,
+    make: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> list[FastPreprocessing]:
-    """Exact vs fast path (each engine) on the images ``frames()`` yields (one at a time, so
-    camera-size frames are never all in memory): accuracy and top-1 agreement. ``known``:
-    (crops, FP32 logits) already computed; when the exact crops are these very crops, their
-    logits are reused instead of running the model again. ``shifted``: also the exact path's
-    agreement with itself on each frame moved one pixel to the right (``shift_agreement``)."""
+    """Exact vs fast path (each engine) on ``images``, or on the frames ``make`` builds from
+    them: accuracy and top-1 agreement. ``known``: (crops, FP32 logits) already computed; when
+    the exact crops are these very crops, their logits are reused instead of running the model
+    again. ``shifted``: also the exact path's agreement with itself on each frame moved one
+    pixel to the right (``shift_agreement``)."""
     from ftedge.runtime.fast_preprocess import FAST_PATH_VERSION, FastPreprocessor
-    from ftedge.runtime.preprocess import normalize, resize_crop, to_pil
+    from ftedge.runtime.preprocess import normalize
 
     spec = manifest.spec
-    fast = {e: FastPreprocessor(spec, e) for e in _engines()}  # type: ignore[arg-type]
-    exact_crops, shifted_crops = [], []
-    fast_x: dict[str, list[np.ndarray]] = {e: [] for e in fast}
-    for f in frames():
-        exact_crops.append(resize_crop(to_pil(f), spec))
-        if shifted:  # the column that wraps round is the frame's repeated edge
-            shifted_crops.append(resize_crop(to_pil(np.roll(f, 1, axis=1)), spec))
-        for e, pre in fast.items():
-            fast_x[e].append(pre.prepare([f]).copy())
-    exact_x = normalize(np.stack(exact_crops), spec)
-    if known is not None and np.array_equal(np.stack(exact_crops), known[0]):
+    exact_crops, shifted_crops, fast_crops = _crops(images, make, spec, shifted)
+    exact_c = np.stack(exact_crops)
+    exact_x = normalize(exact_c, spec)
+    if known is not None and np.array_equal(exact_c, known[0]):
         exact_logits = known[1]
     else:
         exact_logits = _logits(bundle_dir, manifest, exact_x)
@@ -97,9 +126,12 @@ def _measure(
         moved = _logits(bundle_dir, manifest, normalize(np.stack(shifted_crops), spec))
         shift_agreement = float((moved.argmax(1) == exact).mean())
     measured = []
-    for engine, xs in fast_x.items():
-        top = _fast_logits(bundle_dir, manifest, np.concatenate(xs), exact_x, exact_logits)
-        top = top.argmax(1)
+    for engine, crops in fast_crops.items():
+        c = np.stack(crops)
+        same = (c == exact_c).reshape(len(c), -1).all(axis=1)
+        # The fast path's own arithmetic (x * a + b) on its crops, as it runs in the runtime.
+        x = FastPreprocessor(spec, engine).normalize(c)  # type: ignore[arg-type]
+        top = _fast_logits(bundle_dir, manifest, x, same, exact_logits).argmax(1)
         measured.append(
             FastPreprocessing(
                 engine=engine,
@@ -119,21 +151,19 @@ def _fast_logits(
     bundle_dir: Path,
     manifest: Manifest,
     x: np.ndarray,
-    exact_x: np.ndarray,
+    same: np.ndarray,
     exact_logits: np.ndarray,
 ) -> np.ndarray:
     """The FP32 ONNX's logits of the fast path's inputs ``x``, run only where they can differ.
 
-    A row whose input equals the exact path's up to float rounding of the normalisation
-    (``SAME_INPUT_ATOL``: the same uint8 crop, scaled in another order) and whose exact answer
+    A row whose uint8 crop equals the exact path's (``same``: its input differs only by the
+    float rounding of a normalisation in another order, a few ulps) and whose exact answer
     leads by more than ``FP32_MAX_ABS_DIFF`` (no near-tie such rounding could flip) has the
     exact path's logits; every other row goes through the model.
     """
-    n = len(x)
-    close = np.abs(x - exact_x).reshape(n, -1).max(axis=1) <= SAME_INPUT_ATOL
     top2 = np.sort(exact_logits, axis=1)[:, -2:]
     clear = (top2[:, 1] - top2[:, 0]) > FP32_MAX_ABS_DIFF
-    run = ~(close & clear)
+    run = ~(same & clear)
     out = exact_logits.copy()
     if run.any():
         out[run] = _logits(bundle_dir, manifest, np.ascontiguousarray(x[run]))
@@ -156,9 +186,9 @@ def with_fast_path(bundle_dir: Path, manifest: Manifest, data: EvalData) -> Mani
             frames.append(np.asarray(im.convert("RGB")))
     labels = np.asarray(data.labels)
     known = (data.crops, data.fp32_outputs) if data.fp32_outputs is not None else None
-    measured = _measure(bundle_dir, manifest, lambda: iter(frames), labels, "test", known)
-    big = lambda: (in_frame(f, *VERIFY_FRAME) for f in frames)  # noqa: E731
+    measured = _measure(bundle_dir, manifest, frames, labels, "test", known)
     where = "x".join(map(str, VERIFY_FRAME))
-    measured += _measure(bundle_dir, manifest, big, labels, where, shifted=True)
+    big = functools.partial(in_frame, width=VERIFY_FRAME[0], height=VERIFY_FRAME[1])
+    measured += _measure(bundle_dir, manifest, frames, labels, where, shifted=True, make=big)
     ref = replace(manifest.reference, fast_preprocessing=tuple(measured))
     return replace(manifest, reference=ref)

@@ -238,13 +238,12 @@ def test_fast_path_runs_the_model_only_where_inputs_differ(monkeypatch) -> None:
         return np.full((len(x), 3), 7.0, np.float32)
 
     monkeypatch.setattr(fast_path, "_logits", fake_logits)
-    exact_x = np.zeros((4, 3, 2, 2), np.float32)
     exact_logits = np.array([[0, 1, 0], [0, 1, 0], [0, 1, 0], [0, 1, 0.9995]], np.float32)
-    x = exact_x.copy()
-    x[0] += 5e-7  # float rounding of the normalisation: reused
-    x[1] += 1e-3  # a different crop: run
-    x[3] += 5e-7  # same crop, but a near-tie (margin 5e-4) that rounding could flip: run
-    out = fast_path._fast_logits(Path("."), None, x, exact_x, exact_logits)  # type: ignore[arg-type]
+    x = np.zeros((4, 3, 2, 2), np.float32)
+    # row 0: the same crop: reused; row 1: a different crop: run; row 3: the same crop, but a
+    # near-tie (margin 5e-4) that rounding could flip: run
+    same = np.array([True, False, True, True])
+    out = fast_path._fast_logits(Path("."), None, x, same, exact_logits)  # type: ignore[arg-type]
     assert seen == [2]
     assert (out[[0, 2]] == exact_logits[[0, 2]]).all() and (out[[1, 3]] == 7.0).all()
 

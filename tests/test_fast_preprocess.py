@@ -280,10 +280,8 @@ def test_export_measures_the_exact_paths_own_shift_agreement_on_frames(tmp_path)
     manifest = Manifest.load(bundle)
     frames = photos(12)
     labels = np.zeros(len(frames), np.int64)
-    got = fast_path._measure(
-        bundle, manifest, lambda: iter(frames), labels, "640x480", shifted=True
-    )
-    plain = fast_path._measure(bundle, manifest, lambda: iter(frames), labels, "640x480")
+    got = fast_path._measure(bundle, manifest, frames, labels, "640x480", shifted=True)
+    plain = fast_path._measure(bundle, manifest, frames, labels, "640x480")
     assert all(m.shift_agreement is None for m in plain)
     crops = [resize_crop(to_pil(f), manifest.spec) for f in frames]
     moved = [resize_crop(to_pil(np.roll(f, 1, axis=1)), manifest.spec) for f in frames]
