@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from ftedge import __version__
-from ftedge.errors import FtedgeError
+from ftedge.errors import FtedgeError, raise_if_terminated
 from ftedge.export.calibration import CalibrationSet
 from ftedge.export.fast_path import with_fast_path
 from ftedge.export.onnx_fp32 import ONNX_FP32, add_fp32_onnx, verify_fp32
@@ -246,6 +246,7 @@ def _export(source: Path, opts: ExportOptions) -> ExportResult:
         manifest = _make_requested(tmp, manifest, data, request, opts, progress, notes)
         manifest = _finish_export_record(manifest, progress.seconds, time.perf_counter() - start)
         manifest.save(tmp)
+        raise_if_terminated()  # the last point where a terminated export leaves nothing
         swap_into_place(tmp, dest)
         if not opts.out and run is not None:
             point_latest(dest)

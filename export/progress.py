@@ -7,6 +7,8 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from ftedge.errors import raise_if_terminated
+
 
 class StepProgress:
     """A tqdm bar over pipeline steps (stderr); the description names the current step."""
@@ -27,7 +29,9 @@ class StepProgress:
 
     @contextlib.contextmanager
     def step(self, name: str) -> Iterator[None]:
-        """Time the block as step ``name`` and advance the bar when it ends."""
+        """Time the block as step ``name`` and advance the bar when it ends; a SIGTERM that
+        a library swallowed is raised again before and after (``raise_if_terminated``)."""
+        raise_if_terminated()
         if self.bar is not None:
             self.bar.set_description_str(name)
         t = time.perf_counter()
@@ -35,6 +39,7 @@ class StepProgress:
         self.seconds[name] = round(time.perf_counter() - t, 2)
         if self.bar is not None:
             self.bar.update(1)
+        raise_if_terminated()
 
     def close(self) -> None:
         if self.bar is not None:

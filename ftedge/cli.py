@@ -16,7 +16,7 @@ import warnings
 from collections.abc import Sequence
 
 from ftedge import __version__
-from ftedge.errors import FtedgeError
+from ftedge.errors import FtedgeError, Terminated, request_termination
 
 SUBCOMMANDS = {
     "train": "ftedge.training.cli",
@@ -53,13 +53,8 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
     return f"warning: {message}\n"
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised where the process is, so it unwinds exactly as Ctrl-C does: every
-    ``finally``/``except BaseException`` removes its temporary files and folders."""
-
-
 def _raise_terminated(signum: int, frame: object) -> None:
-    raise Terminated()
+    request_termination()
 
 
 def _install_sigterm() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -275,3 +276,23 @@ def test_sigterm_during_export_leaves_no_temp_folder(tmp_path: Path, tiny_run: P
     assert "ftedge: terminated" in err.splitlines(), err
     assert not out.exists() and list(out.parent.iterdir()) == []
     assert not [p for p in Path(os.environ.get("TMPDIR", "/tmp")).glob(f"*ftedge-tmp-{proc.pid}-*")]
+
+
+def test_a_swallowed_sigterm_is_raised_again_at_the_next_export_step() -> None:
+    """A SIGTERM whose exception a library swallows (a bare ``except:`` around an import) still
+    stops the export at its next step boundary, before anything is written."""
+    from ftedge import errors
+    from ftedge.export.progress import StepProgress
+
+    progress = StepProgress(2, enabled=False)
+    try:
+        # what the CLI's SIGTERM handler does, inside a library's bare except
+        with contextlib.suppress(BaseException):
+            errors.request_termination()
+        with pytest.raises(errors.Terminated), progress.step("next step"):
+            raise AssertionError("the step must not start")
+    finally:
+        errors._terminate_requested[0] = False
+    with progress.step("after a reset"):
+        pass
+    assert "after a reset" in progress.seconds
