@@ -17,8 +17,9 @@ only that window is resized to the network size:
 
 The crop stays uint8 in the frame's channel order; normalisation is the last step, one
 multiply-add per value written into a preallocated float32 NCHW buffer, read through a strided
-view that does the HWC->CHW change and the BGR->RGB swap for free. ``prepare`` reuses its buffers from call to call (a camera loop
-allocates nothing per frame), so its result is only valid until the next call.
+view that does the HWC->CHW change and the BGR->RGB swap for free. ``prepare`` reuses its
+buffers from call to call (a camera loop allocates nothing per frame), so its result is only
+valid until the next call.
 
 The result is not bit-identical to the exact path: ``ftedge export`` measures its accuracy and
 top-1 agreement with the exact path on the test split, as stored and centred in 640x480 frames
@@ -54,7 +55,7 @@ MIN_AGREEMENT = 0.995  # top-1 agreement with the exact path, on the test split
 MAX_ACCURACY_DROP = 0.001  # fast-path accuracy at most 0.1 point below the exact path's
 VERIFY_FRAME = (640, 480)  # the camera frame size export measures the shrinking branch at
 # Shrink factors the OpenCV engine resizes by one exact 2x area halving and a bilinear warp
-# (at 640x480 -> 128 px: 0.06 ms against 0.10 ms, as close to Pillow); outside this range the
+# (at 640x480 -> 128 px: 0.07 ms against 0.10 ms, as close to Pillow); outside this range the
 # supersampled resize is closer to Pillow (see docs/runtime.md).
 HALVING_SHRINK = (3.0, 4.0)
 # The algorithm an export measured (``FastPreprocessing.version``): 1 resized every shrink the
@@ -299,18 +300,19 @@ class FastPreprocessor:
         return np.asarray(img.resize(size, _PIL_INTERP[self.spec.interpolation], box=box))
 
     def normalize(self, crops: np.ndarray) -> np.ndarray:
-        """NHWC uint8 RGB crops -> a new NCHW float32 network input."""
-        x = crops.transpose(0, 3, 1, 2).astype(np.float32)
-        x *= self._a[:, None, None]
-        x += self._b[:, None, None]
-        return x
+        """NHWC uint8 RGB crops -> a new NCHW float32 network input (``normalize_into``'s
+        arithmetic, into a fresh array)."""
+        x = np.empty((crops.shape[0], 3, *crops.shape[1:3]), np.float32)
+        return self._normalize(crops, "rgb", x)
 
     def normalize_into(self, crops: np.ndarray, color: ColorOrder = "rgb") -> np.ndarray:
         """NHWC uint8 crops in ``color`` order -> the reused NCHW float32 RGB input buffer."""
         n = crops.shape[0]
         if self._input.shape[0] != n:
             self._input = np.empty((n, 3, self.spec.height, self.spec.width), np.float32)
-        x = self._input
+        return self._normalize(crops, color, self._input)
+
+    def _normalize(self, crops: np.ndarray, color: ColorOrder, x: np.ndarray) -> np.ndarray:
         # One strided multiply-add over the NCHW view of the crops (channels reversed for BGR
         # by a negative stride): the swap and the layout change cost nothing.
         src = crops.transpose(0, 3, 1, 2)
