@@ -85,6 +85,33 @@ def test_shrink_plan_maps_output_pixels_onto_the_exact_crop_window(size, spec):
     np.testing.assert_allclose(fy, win.top + (v + 0.5) * win.height / spec.height, atol=1e-9)
 
 
+@needs_cv2
+@pytest.mark.parametrize(
+    ("size", "spec"),
+    [
+        ((640, 480), SPEC),
+        ((449, 449), PreprocessSpec(input_size=(3, 128, 128), crop_pct=1.0)),
+        ((801, 600), PreprocessSpec(input_size=(3, 160, 160), crop_pct=0.9)),
+    ],
+)
+def test_the_four_channel_warp_gives_the_bytes_of_a_three_channel_warp(size, spec):
+    # The halved window is warped with an alpha channel added (OpenCV's SIMD path): the crop
+    # must be byte for byte the plain 3-channel warp of the same halved window.
+    import cv2
+
+    from ftedge.runtime.fast_preprocess import shrink_plan
+
+    fast, plan = FastPreprocessor(spec, "opencv"), shrink_plan(*size, spec)
+    assert plan.matrix is not None
+    for f in photos(3, size):
+        window = f[plan.y0 : plan.y1, plan.x0 : plan.x1]
+        half = cv2.resize(window, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA)
+        flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+        size_out = (spec.width, spec.height)
+        plain = cv2.warpAffine(half, plan.matrix, size_out, None, flags, cv2.BORDER_REPLICATE)
+        np.testing.assert_array_equal(fast.crop(f), plain)
+
+
 def test_pillow_shrink_and_any_enlarging_match_the_exact_path():
     pil = FastPreprocessor(SPEC, "pillow")
     for f in photos(3):
