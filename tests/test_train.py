@@ -210,6 +210,35 @@ def test_resume_after_sigkill_reproduces_the_uninterrupted_run(small_data, tmp_p
     assert _comparable(a) == _comparable(b)
 
 
+def test_a_swallowed_sigterm_stops_training_at_the_next_epoch(small_data, tmp_path, monkeypatch):
+    """A SIGTERM whose exception library code swallowed (here: during epoch 0's save) stops
+    the run before epoch 1 and before any results are written; the run then resumes."""
+    import contextlib
+
+    from ftedge import errors
+    from ftedge.training import loop
+
+    save = loop._save_epoch
+
+    def save_then_swallow(*args, **kwargs):
+        save(*args, **kwargs)
+        with contextlib.suppress(BaseException):  # what a library's bare except does
+            errors.request_termination()
+
+    monkeypatch.setattr(loop, "_save_epoch", save_then_swallow)
+    cfg = _cfg(small_data, tmp_path, "swallowed", epochs=2)
+    try:
+        with pytest.raises(errors.Terminated):
+            train(cfg)
+    finally:
+        errors._terminate_requested[0] = False
+    run = tmp_path / "swallowed"
+    assert json.loads((run / "last.json").read_text())["epoch"] == 0
+    assert not (run / "metrics.json").exists()
+    monkeypatch.setattr(loop, "_save_epoch", save)
+    assert len(train(resume=run).metrics["epochs"]) == 2
+
+
 @pytest.mark.needs_cuda
 def test_cuda_amp_channels_last_with_unfrozen_blocks(small_data, tmp_path):
     result = train(_cfg(small_data, tmp_path, "cuda", unfreeze=2, epochs=2, device="cuda"))

@@ -29,6 +29,7 @@ from ftedge.detection.loss import detection_loss
 from ftedge.detection.model import DetectionLayers, Detector
 from ftedge.detection.orient import orientations, resolve_flips
 from ftedge.detection.resume import DetectState, EpochRecord, save_state
+from ftedge.errors import raise_if_terminated
 
 MIN_STEPS_PER_EPOCH = 20  # tiny datasets: an "epoch" is still enough steps to move
 
@@ -65,6 +66,7 @@ def fit(
         start = cfg.epochs  # the killed run had already stopped early
     bar = tqdm(range(start, cfg.epochs), desc="epochs", file=sys.stderr, initial=start)
     for epoch in bar:
+        raise_if_terminated()  # a SIGTERM library code swallowed: stop, resumable from `last`
         t0 = time.perf_counter()
         if cfg.unfreeze and epoch == cfg.unfreeze_epoch:
             det.backbone.freeze(cfg.unfreeze)  # staged unfreezing: from this epoch on

@@ -87,7 +87,9 @@ def train_detector(
         det.eval()
         val_c, test_c = (_refeatured(backbone, c, meta, device) for c in (val_c, test_c))
     from ftedge.detection.results import finish
+    from ftedge.errors import raise_if_terminated
 
+    raise_if_terminated()  # a terminated run writes no results: a resume tests it again
     metrics = finish(run_dir, det.layers, (val_c, test_c), grid, data, history, best, facts)
     from ftedge.training.run_dir import release_run_dir
 

@@ -28,7 +28,7 @@ from ftedge.config import TrainConfig
 from ftedge.data.folders import DatasetSplits, scan_image_folder
 from ftedge.data.torch_data import EpochShardSampler
 from ftedge.data.transforms import eval_transform, train_transform
-from ftedge.errors import FtedgeError
+from ftedge.errors import FtedgeError, raise_if_terminated
 from ftedge.files import point_latest
 from ftedge.models import FtedgeClassifier, HeadSpec, build_classifier, resolve_backbone
 from ftedge.runtime.preprocess import PreprocessSpec
@@ -163,6 +163,7 @@ def _test_and_write(
     metrics = _metrics(run, progress, report, mode, amp, splits, ddp.world_size)
     metrics["tuning"] = tuning
     phases.mark("test")
+    raise_if_terminated()  # a terminated run writes no results: a resume tests it again
     if run.main:
         ref = _reference(run, logits, amp, splits, ddp.world_size)
         write_results(run.run_dir, metrics, splits.classes, phases, ref)
@@ -330,6 +331,8 @@ def _run_epochs(run: _Run, progress: _Progress) -> _Progress:
         total=cfg.epochs,
     )
     for epoch in bar:
+        # A SIGTERM that library code swallowed stops the run here, resumable from `last`.
+        raise_if_terminated()
         t0 = time.perf_counter()
         if cfg.unfreeze and epoch == cfg.unfreeze_epoch and epoch > 0:
             # Staged unfreezing: the top blocks start training now, at the backbone rate;
