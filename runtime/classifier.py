@@ -191,12 +191,10 @@ class Classifier(LoadedModel):
         return self.preprocessing
 
     def use_fast_preprocessing(self, enabled: bool = True) -> bool:
-        """Switch to the fast preprocessing path when the export measured it agreeing with the
-        exact path on at least 99.5 % of the test images (``enabled=False``: the exact path);
-        returns whether it is now used. ``set_preprocessing`` is the fuller form."""
-        self.fast = _fast_preprocessor(self.manifest) if enabled else None
-        self.preprocessing = f"fast:{self.fast.engine}" if self.fast is not None else "exact"
-        return self.fast is not None
+        """``set_preprocessing("auto")`` (the fast path where the export verified it) or, with
+        ``enabled=False``, ``set_preprocessing("exact")``; returns whether the fast path is now
+        used."""
+        return self.set_preprocessing("auto" if enabled else "exact") != "exact"
 
     # -- inference ----------------------------------------------------------------------------
     def infer(self, batch: np.ndarray) -> np.ndarray:
@@ -281,17 +279,6 @@ class Classifier(LoadedModel):
 
 
 # -- loading ----------------------------------------------------------------------------------
-def _fast_preprocessor(manifest: Manifest) -> FastPreprocessor | None:
-    """The fast preprocessing path when the export measured it agreeing with the exact path."""
-    from ftedge.runtime.fast_preprocess import MIN_AGREEMENT, FastPreprocessor, available_engine
-
-    engine = available_engine()
-    measured = manifest.reference.fast_path(engine)
-    if measured is None or measured.agreement < MIN_AGREEMENT:
-        return None
-    return FastPreprocessor(manifest.spec, engine, measured.version)
-
-
 def make_runner(
     cand: Candidate,
     model_path: str,

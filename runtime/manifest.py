@@ -329,11 +329,6 @@ class Reference:
     parity_inputs_sha256: str | None = None
     fast_preprocessing: tuple[FastPreprocessing, ...] = ()
 
-    def fast_path(self, engine: str) -> FastPreprocessing | None:
-        """What the export measured for the fast preprocessing path with ``engine`` on the test
-        images as stored."""
-        return next((p for p in self.fast_paths(engine) if p.frames == "test"), None)
-
     def fast_paths(self, engine: str) -> tuple[FastPreprocessing, ...]:
         """Every measurement of the fast path with ``engine`` (test images, camera frames)."""
         return tuple(p for p in self.fast_preprocessing if p.engine == engine)

@@ -212,8 +212,12 @@ def test_opt_out_and_opt_in(tmp_path):
     with load(verified, backend="onnxruntime", preprocessing="exact") as clf:
         assert clf.preprocessing == "exact" and clf.fast is None
         assert clf.set_preprocessing("auto").startswith("fast:")
+        # the older switch follows the same rule as "auto"
+        assert clf.use_fast_preprocessing(False) is False and clf.preprocessing == "exact"
+        assert clf.use_fast_preprocessing() is True and clf.preprocessing.startswith("fast:")
     with load(unverified, backend="onnxruntime", preprocessing="fast") as clf:
         assert clf.preprocessing == f"fast:{available_engine()}"
+        assert clf.use_fast_preprocessing() is False and clf.preprocessing == "exact"
     with pytest.raises(FtedgeError, match="preprocessing must be one of"):
         load(verified, preprocessing="quick")
 
