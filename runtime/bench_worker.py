@@ -2,11 +2,11 @@
 OUT_JSON`` (never the ``ftedge`` CLI).
 
 Jobs run one after the other, each in a fresh process. Backends therefore cannot slow each
-other down: onnxruntime's spin-waiting threads once made torch eager 11x slower in the same
-process, OpenVINO and torch keep their own thread pools alive, and each process's peak RSS is
-that backend's alone. onnxruntime's spinning is additionally off by default (what
-``ftedge.runtime.load`` ships), ``--ort-spin`` turns it on. A backend that crashes or hangs
-(``job_timeout_s``) costs only its own rows.
+other down: onnxruntime's threads spinning between runs once made torch eager 11x slower in the
+same process, OpenVINO and torch keep their own thread pools alive, and each process's peak RSS
+is that backend's alone. onnxruntime's threads spin only within a run by default (what
+``ftedge.runtime.load`` ships); ``--ort-spin`` keeps them spinning between runs. A backend that
+crashes or hangs (``job_timeout_s``) costs only its own rows.
 """
 
 from __future__ import annotations

@@ -129,7 +129,9 @@ def _add_execution_options(p: argparse.ArgumentParser) -> None:
         default="auto",
         help="Jetson power source (default: auto)",
     )
-    p.add_argument("--ort-spin", action="store_true", help="let onnxruntime threads spin-wait")
+    p.add_argument(
+        "--ort-spin", action="store_true", help="keep onnxruntime threads spinning between runs"
+    )
     p.add_argument(
         "--dynamic-shapes",
         action="store_true",

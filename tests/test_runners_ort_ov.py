@@ -96,7 +96,11 @@ def test_ort_runner_infers_and_reports(tiny_onnx: Path) -> None:
     np.testing.assert_allclose(out, _numpy_reference(tiny_onnx, x), atol=1e-4)
     np.testing.assert_allclose(one, out[:1], atol=1e-5)
     assert info["providers"] == ["CPUExecutionProvider"]
-    assert info["spin_wait"] is False  # off by default: spinning slows other backends
+    # Threads spin within a run and stop at its end: nothing spins between runs by default.
+    assert info["spin_wait"] is False
+    config = runner._make_session(1).get_session_options().get_session_config_entry
+    assert config("session.intra_op.allow_spinning") == "1"
+    assert config("session.force_spinning_stop") == "1"
     assert runner.last_inference_s is not None and len(runner.inference_times_s) == 2
 
 
