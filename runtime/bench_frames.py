@@ -5,7 +5,7 @@ top-k. No decoding: a camera hands over decoded frames."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,13 +29,16 @@ def parse_frame_size(text: str) -> tuple[int, int]:
 
 @dataclass
 class FrameStep:
-    """One timed end-to-end call: ``batch`` frames -> top-k, through a ``Classifier``."""
+    """One timed end-to-end call: ``batch`` frames -> top-k, through a ``Classifier``; each
+    call's own split (``Classifier.last_timing``: preprocessing, inference ms) is kept in
+    ``split`` for the report."""
 
     classifier: Any
     frames: list[np.ndarray]
     batch: int
     k: int
     i: int = 0
+    split: list[tuple[float, float]] = field(default_factory=list)
 
     @property
     def preprocessing(self) -> str:
@@ -46,10 +49,22 @@ class FrameStep:
         if self.batch == 1:
             frame = self.frames[self.i]
             self.i = (self.i + 1) % n
-            return self.classifier.classify(frame, self.k, "bgr")
-        batch = [self.frames[(self.i + j) % n] for j in range(self.batch)]
-        self.i = (self.i + self.batch) % n
-        return self.classifier.classify(batch, self.k, "bgr")
+            out = self.classifier.classify(frame, self.k, "bgr")
+        else:
+            batch = [self.frames[(self.i + j) % n] for j in range(self.batch)]
+            self.i = (self.i + self.batch) % n
+            out = self.classifier.classify(batch, self.k, "bgr")
+        timing = self.classifier.last_timing
+        self.split.append((timing["preprocess_ms"], timing["infer_ms"]))
+        return out
+
+
+def split_ms(splits: list[tuple[float, float]]) -> dict[str, float] | None:
+    """Medians of the calls' own preprocessing and inference times (ms), or None."""
+    if not splits:
+        return None
+    pre, infer = np.median(np.asarray(splits), axis=0)
+    return {"preprocess": float(pre), "inference": float(infer)}
 
 
 def _artifact(job: Job, manifest: Any, bundle_dir: Path) -> Any:

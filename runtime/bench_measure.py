@@ -207,39 +207,43 @@ def _measure_batch(ctx: JobContext, runner: Any, batch: int) -> JobOutcome:
     done = JobOutcome([], [])
     rounds = MODE_ROUNDS if len(ctx.options.modes) > 1 else 1
     parts: dict[str, list[TimedLoop]] = {mode: [] for mode in ctx.options.modes}
-    preprocessing: dict[str, str | None] = {}
+    steps: dict[str, Any] = {}  # each mode's last step (a FrameStep tells its path and split)
+    splits: list[tuple[float, float]] = []
     with _batch_runner(ctx, runner, batch) as batch_runner:
         for r in range(rounds):
             for mode in list(parts):
                 try:
-                    loop, preprocessing[mode] = _time_mode(
-                        ctx, batch_runner, batch, mode, r, rounds
-                    )
+                    loop, steps[mode] = _time_mode(ctx, batch_runner, batch, mode, r, rounds)
                 except FtedgeError as e:
                     where = {"batch": batch, "mode": mode, "reason": str(e)}
                     done.skipped.append({**ctx.job.identity(), **where})
                     del parts[mode]
                     continue
                 parts[mode].append(loop)
+                # the timed calls' own split (the warm-up calls came first)
+                splits += getattr(steps[mode], "split", [])[-len(loop.latencies_s) :]
     for mode, loops in parts.items():
         row = _result_row(ctx, batch, mode, TimedLoop.merged(loops))
         if mode == "end_to_end" and ctx.options.frames is not None:
+            from ftedge.runtime.bench_frames import split_ms
+
             row["frames"] = "x".join(str(v) for v in ctx.options.frames)
-            row["preprocessing"] = preprocessing[mode]
+            row["preprocessing"] = steps[mode].preprocessing
+            row["split_ms"] = split_ms(splits)
         done.results.append(row)
     return done
 
 
 def _time_mode(
     ctx: JobContext, runner: Any, batch: int, mode: str, round_: int = 0, rounds: int = 1
-) -> tuple[TimedLoop, str | None]:
-    """One timed stretch (of ``rounds``), and the preprocessing path an end-to-end call on
-    frames used. The step is made afresh each stretch: it binds its own input to the runner."""
+) -> tuple[TimedLoop, Any]:
+    """One timed stretch (of ``rounds``), and the step it timed. The step is made afresh each
+    stretch: it binds its own input to the runner."""
     opts = ctx.options
     step = make_step(runner, ctx.job, ctx.info, ctx.spec, batch, mode, opts.topk, opts)
     probe = backend_latency_probe(runner) if mode == "compute" else None
     loop = timed_loop(step, opts, probe, share=1.0 / rounds, warm=round_ == 0)
-    return loop, getattr(step, "preprocessing", None)
+    return loop, step
 
 
 def _power_summary(

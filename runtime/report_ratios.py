@@ -30,11 +30,20 @@ def mode_ratio_table(results: Sequence[dict[str, Any]]) -> str | None:
         return None
     from ftedge.runtime.report import backend_label
 
-    lines = ["| artifact | backend | device | batch | end to end / compute (p50) |"]
-    lines.append("|---|---|---|---|---|")
+    # Camera-frame runs also split each end-to-end call (the classifier's own timers).
+    split = any(r.get("split_ms") for r in rows)
+    head = "| artifact | backend | device | batch | end to end / compute (p50) |"
+    lines = [head + (" preprocess ms (p50) | inference ms (p50) |" if split else "")]
+    lines.append("|---|---|---|---|---|" + ("---|---|" if split else ""))
     for r in rows:
-        lines.append(
+        line = (
             f"| {r['artifact']} | {backend_label(r)} | {r['device']} | {r['batch']} | "
             f"{r['end_to_end_vs_compute']:.2f}x |"
         )
+        if split:
+            s = r.get("split_ms") or {}
+            line += "".join(
+                f" {s[k]:.3f} |" if k in s else " - |" for k in ("preprocess", "inference")
+            )
+        lines.append(line)
     return "\n".join(lines)

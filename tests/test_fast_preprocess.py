@@ -280,7 +280,12 @@ def test_benchmark_end_to_end_on_camera_frames(tmp_path):
     e2e = [r for r in report["results"] if r["mode"] == "end_to_end"]
     assert e2e and all(r["frames"] == "640x480" and r["preprocessing"] == "exact" for r in e2e)
     assert all(r["end_to_end_vs_compute"] > 0 for r in e2e)
+    # each call's own split: the exact path's Pillow resize of a 640x480 frame takes time
+    assert all(r["split_ms"]["preprocess"] > 0 and r["split_ms"]["inference"] > 0 for r in e2e)
     assert "640x480 BGR frames" in report["source"]["end_to_end_images"]
+    from ftedge.runtime.report_ratios import mode_ratio_table
+
+    assert "preprocess ms (p50)" in (mode_ratio_table(e2e) or "")
 
 
 @pytest.mark.parametrize("text", ["640", "640x", "axb", "0x480", "640x480x3"])
