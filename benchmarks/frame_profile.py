@@ -54,7 +54,6 @@ def _stages(clf: Any, frames: list[np.ndarray]) -> dict[str, Callable[[], Any]]:
     window = frame[y0 : y0 + int(round(win.height)), x0 : x0 + int(round(win.width))]
     crop = cvf.crop(frame, "bgr")
     batch = crop[None]
-    out = np.empty_like(crop)
     x = np.ascontiguousarray(normalize(batch, spec))
     runner, name = clf.runner, clf.input_name
     logits = np.zeros((1, len(clf.labels)), np.float32)
@@ -65,8 +64,8 @@ def _stages(clf: Any, frames: list[np.ndarray]) -> dict[str, Callable[[], Any]]:
             window, (spec.width, spec.height), interpolation=cv2.INTER_AREA
         ),
         "before: BGR->RGB + stack + normalise": lambda: cvf.normalize(np.stack([crop[:, :, ::-1]])),
-        "fast:opencv resize of the window": lambda: cvf._crop_frame(frame, out),
-        "fast:pillow resize of the window": lambda: pil._crop_frame(frame, out),
+        "fast:opencv resize of the window": lambda: cvf._crop_view(frame),
+        "fast:pillow resize of the window": lambda: pil._crop_view(frame),
         "fused normalise (BGR) into the buffer": lambda: cvf.normalize_into(batch, "bgr"),
     }
     request = getattr(runner, "_request", None)

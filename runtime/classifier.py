@@ -140,14 +140,14 @@ class Classifier(LoadedModel):
     def prepare(self, frames: Frames, color: ColorOrder = "rgb") -> np.ndarray:
         """Frames -> the artifact's input batch (float32 NCHW, or uint8 crops if baked); a new
         array the caller may keep."""
-        batch = self._prepare(frames, color)
+        batch = self._prepare(self._frames(frames)[0], color)
         return batch.copy() if self.fast is not None and not self.baked else batch
 
-    def _prepare(self, frames: Frames, color: ColorOrder) -> np.ndarray:
-        """``prepare``, but the fast path returns its reused buffer (valid until the next call)."""
+    def _prepare(self, items: list[np.ndarray], color: ColorOrder) -> np.ndarray:
+        """``prepare`` of a list of frames, but the fast path returns its reused buffer (valid
+        until the next call)."""
         if color not in ("rgb", "bgr"):
             raise FtedgeError(f"color must be 'rgb' or 'bgr', got {color!r}")
-        items, _ = self._frames(frames)
         for i, f in enumerate(items):
             try:
                 check_frame(f)
@@ -221,8 +221,11 @@ class Classifier(LoadedModel):
 
     def probabilities(self, frames: Frames, color: ColorOrder = "rgb") -> np.ndarray:
         """Softmax probabilities (N, classes) for one frame or a batch."""
+        return self._probabilities(self._frames(frames)[0], color)
+
+    def _probabilities(self, items: list[np.ndarray], color: ColorOrder) -> np.ndarray:
         t0 = time.perf_counter()
-        batch = self._prepare(frames, color)
+        batch = self._prepare(items, color)
         t1 = time.perf_counter()
         out = self.infer(batch)
         t2 = time.perf_counter()
@@ -260,9 +263,9 @@ class Classifier(LoadedModel):
         """
         if not isinstance(topk, int) or topk < 1:
             raise FtedgeError(f"topk must be a positive integer, got {topk!r}")
-        _, single = self._frames(frame_or_batch)
+        items, single = self._frames(frame_or_batch)
         t0 = time.perf_counter()
-        probs = self.probabilities(frame_or_batch, color)
+        probs = self._probabilities(items, color)
         preds = [top_k(p, self.labels, topk) for p in probs]
         self.last_timing["total_ms"] = (time.perf_counter() - t0) * 1e3
         return preds[0] if single else preds

@@ -215,21 +215,22 @@ class FastPreprocessor:
         # (x / 255 - mean) / std == x * a + b: one multiply-add per value
         self._a = (1.0 / (255.0 * std)).astype(np.float32)
         self._b = (-np.asarray(spec.mean, np.float32) / std).astype(np.float32)
+        self._a3, self._b3 = self._a[:, None, None], self._b[:, None, None]
         # Reused from call to call; replaced (not added to) when the batch or frame size changes.
-        self._crops = np.empty((0, spec.height, spec.width, 3), np.uint8)
         self._input = np.empty((0, 3, spec.height, spec.width), np.float32)
-        self._scratch: dict[str, np.ndarray] = {}  # intermediate images, by role
         self._plan: ShrinkPlan | None = None  # the OpenCV geometry of the last frame size
+        self._bufs: tuple[np.ndarray, ...] = ()  # that geometry's intermediate images
 
     def crop(self, frame: np.ndarray, color: ColorOrder = "rgb") -> np.ndarray:
-        """One HWC (or HW) uint8 frame -> HWC uint8 RGB crop at network resolution."""
-        out = self._crop_frame(frame)
-        if out.shape[2] == 1:
-            return np.repeat(out, 3, axis=2)
-        return out[:, :, ::-1] if color == "bgr" else out
+        """One HWC (or HW) uint8 frame -> a new HWC uint8 RGB crop at network resolution."""
+        view = self._crop_view(frame)
+        if view.shape[2] == 1:
+            return np.repeat(view, 3, axis=2)
+        return (view[:, :, ::-1] if color == "bgr" else view).copy()  # the view is reused
 
-    def _crop_frame(self, frame: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        """The crop in the frame's own channels (1 or 3), into ``out`` when given."""
+    def _crop_view(self, frame: np.ndarray) -> np.ndarray:
+        """The crop in the frame's own channels (H x W x 1 or 3). OpenCV's crops are views of
+        reused buffers, valid until the next call: ``prepare`` normalises them in place."""
         check_frame(frame)
         if frame.ndim == 2:
             frame = frame[:, :, None]
@@ -238,54 +239,51 @@ class FastPreprocessor:
         if self._cv2 is not None and frame.shape[2] == 3:
             plan = self._plan
             if plan is None or plan.frame != (frame.shape[1], frame.shape[0]):
-                plan = shrink_plan(frame.shape[1], frame.shape[0], self.spec, self.version)
-                self._plan = plan
+                plan = self._set_plan(frame.shape[1], frame.shape[0])
             if plan.scale > 1.0:
-                return self._opencv(frame, plan, out)
+                return self._opencv(frame, plan)
         win = crop_window(frame.shape[1], frame.shape[0], self.spec)
         crop = self._pillow(frame, win) if win.scale > 1.0 else self._enlarge(frame)
-        crop = crop[:, :, None] if crop.ndim == 2 else crop
-        if out is None:
-            return crop
-        out[...] = crop  # broadcasts a grey crop over the 3 channels
-        return out
+        return crop[:, :, None] if crop.ndim == 2 else crop
 
-    def _opencv(self, frame: np.ndarray, plan: ShrinkPlan, out: np.ndarray | None) -> np.ndarray:
+    def _set_plan(self, frame_w: int, frame_h: int) -> ShrinkPlan:
+        """The OpenCV geometry for a new frame size, and its intermediate images (replacing the
+        previous size's: a camera loop allocates nothing per frame)."""
+        plan = shrink_plan(frame_w, frame_h, self.spec, self.version)
+        h, w = self.spec.height, self.spec.width
+        if plan.matrix is not None:  # halved window (3 and 4 channels), 4-channel crop
+            half = ((plan.y1 - plan.y0) // 2, (plan.x1 - plan.x0) // 2)
+            shapes = [(*half, 3), (*half, 4), (h, w, 4)]
+        else:  # the supersampled resize (k > 1), the crop
+            shapes = [(plan.k * h, plan.k * w, 3)] if plan.k > 1 else []
+            shapes.append((h, w, 3))
+        self._plan, self._bufs = plan, tuple(np.empty(s, np.uint8) for s in shapes)
+        return plan
+
+    def _opencv(self, frame: np.ndarray, plan: ShrinkPlan) -> np.ndarray:
         cv2 = self._cv2
         w, h = self.spec.width, self.spec.height
         window = frame[plan.y0 : plan.y1, plan.x0 : plan.x1]
-        if out is None:
-            out = np.empty((h, w, 3), np.uint8)
         if plan.matrix is not None:
-            half = self._scratch_of("half", ((plan.y1 - plan.y0) // 2, (plan.x1 - plan.x0) // 2))
+            half, half4, crop4 = self._bufs
             cv2.resize(window, half.shape[1::-1], dst=half, interpolation=cv2.INTER_AREA)
             # OpenCV's warp is much faster on 4-channel images than on 3-channel ones: adding
-            # an alpha channel, warping and dropping it again gives the same bytes in less
-            # time (at 640x480 -> 128 px: 29-37 us -> 16 us, plus 7 us for the conversions).
-            half4 = self._scratch_of("half4", half.shape[:2], 4)
+            # an alpha channel and warping gives the same bytes in less time (at 640x480 ->
+            # 128 px: 29-37 us -> 16 us, plus 5 us for the conversion). The crop is the first
+            # three channels, read in place.
             cv2.cvtColor(half, cv2.COLOR_BGR2BGRA, dst=half4)
-            crop4 = self._scratch_of("crop4", (h, w), 4)
             flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
             cv2.warpAffine(half4, plan.matrix, (w, h), crop4, flags, cv2.BORDER_REPLICATE)
-            cv2.cvtColor(crop4, cv2.COLOR_BGRA2BGR, dst=out)
-            return out
+            return crop4[:, :, :3]
+        out = self._bufs[-1]
         if plan.k == 1:
             # Shrinking by at most 2x: bilinear still sees every pixel.
             cv2.resize(window, (w, h), dst=out, interpolation=cv2.INTER_LINEAR)
             return out
-        big = self._scratch_of("big", (plan.k * h, plan.k * w))
-        cv2.resize(window, (plan.k * w, plan.k * h), dst=big, interpolation=cv2.INTER_LINEAR)
+        big = self._bufs[0]
+        cv2.resize(window, big.shape[1::-1], dst=big, interpolation=cv2.INTER_LINEAR)
         cv2.resize(big, (w, h), dst=out, interpolation=cv2.INTER_AREA)
         return out
-
-    def _scratch_of(self, role: str, size: tuple[int, int], channels: int = 3) -> np.ndarray:
-        """The reused intermediate image for ``role`` (one of a fixed few), ``size`` (H, W):
-        replaced, not added to, when the frame size changes."""
-        shape = (*size, channels)
-        buf = self._scratch.get(role)
-        if buf is None or buf.shape != shape:
-            buf = self._scratch[role] = np.empty(shape, np.uint8)
-        return buf
 
     def _enlarge(self, frame: np.ndarray) -> np.ndarray:
         # Enlarging costs in proportion to the (small) output, so the exact path's own
@@ -317,28 +315,31 @@ class FastPreprocessor:
 
     def normalize_into(self, crops: np.ndarray, color: ColorOrder = "rgb") -> np.ndarray:
         """NHWC uint8 crops in ``color`` order -> the reused NCHW float32 RGB input buffer."""
-        n = crops.shape[0]
+        return self._normalize(crops, color, self._input_of(crops.shape[0]))
+
+    def _input_of(self, n: int) -> np.ndarray:
+        """The reused input buffer for a batch of ``n`` (replaced when ``n`` changes)."""
         if self._input.shape[0] != n:
             self._input = np.empty((n, 3, self.spec.height, self.spec.width), np.float32)
-        return self._normalize(crops, color, self._input)
+        return self._input
 
     def _normalize(self, crops: np.ndarray, color: ColorOrder, x: np.ndarray) -> np.ndarray:
         # One strided multiply-add over the NCHW view of the crops (channels reversed for BGR
-        # by a negative stride): the swap and the layout change cost nothing.
+        # by a negative stride; a grey crop broadcast over the three): the swap and the layout
+        # change cost nothing.
         src = crops.transpose(0, 3, 1, 2)
-        np.multiply(src[:, ::-1] if color == "bgr" else src, self._a[:, None, None], out=x)
-        np.add(x, self._b[:, None, None], out=x)
+        np.multiply(src[:, ::-1] if color == "bgr" else src, self._a3, out=x)
+        np.add(x, self._b3, out=x)
         return x
 
     def prepare(self, frames: list[np.ndarray], color: ColorOrder = "rgb") -> np.ndarray:
         """Frames -> the NCHW float32 network input, in buffers reused by the next call."""
-        n = len(frames)
-        if self._crops.shape[0] != n:
-            self._crops = np.empty((n, self.spec.height, self.spec.width, 3), np.uint8)
+        x = self._input_of(len(frames))
         for i, frame in enumerate(frames):
-            self._crop_frame(frame, self._crops[i])
-        return self.normalize_into(self._crops, color)
+            self._normalize(self._crop_view(frame)[None], color, x[i : i + 1])
+        return x
 
     def buffers(self) -> tuple[np.ndarray, ...]:
-        """The reused arrays (for checking that a long run allocates nothing new)."""
-        return (self._crops, self._input, *self._scratch.values())
+        """The reused arrays, the network input first (for checking that a long run allocates
+        nothing new)."""
+        return (self._input, *self._bufs)

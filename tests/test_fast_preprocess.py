@@ -133,6 +133,25 @@ def test_bgr_swap_is_folded_into_normalisation():
     np.testing.assert_allclose(rgb, fast.normalize(fast.crop(frame)[None]), atol=1e-6)
 
 
+@needs_cv2
+@pytest.mark.parametrize("size", [(640, 480), (300, 200), (1280, 720)])  # halved, k = 1, k = 3
+def test_prepare_normalises_the_crop_and_crop_hands_out_its_own_copy(size):
+    # prepare() normalises the crop where OpenCV wrote it (a view of a reused buffer); crop()
+    # must still hand out arrays that the next frame does not overwrite.
+    fast = FastPreprocessor(SPEC, "opencv")
+    f1, f2 = photos(2, size)
+    for frame in (f1, f1[:, :, 0], np.dstack([f1, f1[:, :, :1]])):  # RGB, grey, RGBA
+        rgb = fast.crop(frame)
+        np.testing.assert_array_equal(fast.prepare([frame]), fast.normalize(rgb[None]))
+    kept, kept_bgr = fast.crop(f1), fast.crop(f1, "bgr")
+    other = fast.crop(f2)
+    fast.prepare([f2, f2])
+    assert not np.array_equal(kept, other)
+    np.testing.assert_array_equal(kept, fast.crop(f1))
+    np.testing.assert_array_equal(kept_bgr, kept[:, :, ::-1])
+    assert not any(np.shares_memory(kept, b) for b in fast.buffers())
+
+
 # -- the default follows the manifest ---------------------------------------------------------
 def _entry(engine: str, frames: str, agreement: float = 1.0, drop: float = 0.0) -> dict:
     return {
@@ -237,7 +256,7 @@ def test_fast_and_exact_classify_real_frames_alike(tmp_path):
         fast.prepare(frames[1], "bgr")
         # prepare() hands out a copy: the next call does not overwrite what the caller kept
         np.testing.assert_array_equal(kept, fast.prepare(frames[0], "bgr"))
-        assert not np.shares_memory(kept, fast.fast.buffers()[1])
+        assert not np.shares_memory(kept, fast.fast.buffers()[0])
     np.testing.assert_allclose(pf, pe, atol=0.02)
 
 
