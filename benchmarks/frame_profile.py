@@ -64,8 +64,8 @@ def _stages(clf: Any, frames: list[np.ndarray]) -> dict[str, Callable[[], Any]]:
             window, (spec.width, spec.height), interpolation=cv2.INTER_AREA
         ),
         "before: BGR->RGB + stack + normalise": lambda: cvf.normalize(np.stack([crop[:, :, ::-1]])),
-        "fast:opencv resize of the window": lambda: cvf._crop_view(frame),
-        "fast:pillow resize of the window": lambda: pil._crop_view(frame),
+        "fast:opencv resize of the window": lambda: cvf._crop_image(frame),
+        "fast:pillow resize of the window": lambda: pil._crop_image(frame),
         "fused normalise (BGR) into the buffer": lambda: cvf.normalize_into(batch, "bgr"),
     }
     request = getattr(runner, "_request", None)

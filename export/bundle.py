@@ -9,6 +9,7 @@ Modules, each doing one thing and recording what it did in the manifest:
   torch -> ONNX FP32 (+ baked preprocessing)    ``onnx_fp32`` over ``onnx_export`` / ``onnx_graph``
   ONNX INT8 Q/DQ (u8s8, accuracy-gated)         ``onnx_int8_search`` over ``onnx_int8`` + ``sensitivity``
   OpenVINO IR FP32 / FP16 / INT8 (NNCF)         ``openvino_artifacts`` over ``openvino_ir``
+  the uint8-input twin of the INT8 IR           ``openvino_baked``
   TensorRT engines or trtexec commands          ``trt_step`` (``ftedge.export.tensorrt``)
   parity + accuracy of every artifact           ``verify``
   staging and the atomic swap into place        ``staging``
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import shutil
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -37,6 +39,7 @@ from ftedge.export.fast_path import with_fast_path
 from ftedge.export.onnx_fp32 import ONNX_FP32, add_fp32_onnx, verify_fp32
 from ftedge.export.onnx_int8_search import ONNX_INT8, onnx_int8
 from ftedge.export.openvino_artifacts import openvino_artifact
+from ftedge.export.openvino_baked import baked_twin
 from ftedge.export.options import (
     CALIB_METHODS,
     SUPPORTED,
@@ -342,10 +345,33 @@ def _make_requested(
                     art = openvino_artifact(tmp, manifest, fp32, p, calib, data, opts)
                 art.details["export_seconds"] = round(time.perf_counter() - t, 2)
                 manifest = manifest.with_artifact(art)
+                if f == "openvino" and p == "int8" and art.status == "ok":
+                    manifest = _with_baked_twin(tmp, manifest, art, data, opts, notes)
     if "tensorrt" in request.formats and request.precisions["tensorrt"]:
         with progress.step("tensorrt"):
             manifest = _tensorrt(tmp, manifest, request.precisions["tensorrt"], data, opts, notes)
     return manifest
+
+
+def _with_baked_twin(
+    tmp: Path,
+    manifest: Manifest,
+    ir: Artifact,
+    data: EvalData,
+    opts: ExportOptions,
+    notes: list[str],
+) -> Manifest:
+    """``manifest`` with the uint8-input twin of the passing IR ``ir`` (the runtime's default)
+    when it passes its checks; otherwise its files go and a note says why (the original IR is
+    what the runtime then uses, so the export has not failed)."""
+    t = time.perf_counter()
+    twin = baked_twin(tmp, manifest, ir, data, opts)
+    if twin.status != "ok":
+        shutil.rmtree((tmp / twin.path).parent, ignore_errors=True)
+        notes.append(f"not kept: {twin.message}")
+        return manifest
+    twin.details["export_seconds"] = round(time.perf_counter() - t, 2)
+    return manifest.with_artifact(twin)
 
 
 def _tensorrt(

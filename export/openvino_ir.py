@@ -4,7 +4,8 @@
 - FP16: ``compress_to_fp16=True`` (FP16 weights, decompressed or executed in f16 by the plugin);
 - INT8: ``nncf.quantize`` on the OpenVINO model with the bundle's calibration set; when the
   accuracy budget is exceeded, ``nncf.quantize_with_accuracy_control`` reverts the most
-  sensitive layers to float until the drop is within budget (NNCF ranks the layers).
+  sensitive layers to float until the drop is within budget (NNCF ranks the layers);
+- uint8 input: an IR with OpenVINO's preprocessing (convert, mean, scale) put in front.
 
 Labels and preprocessing go into ``rt_info`` so the .xml alone still makes sense: OpenVINO's Model
 API keys (``model_info/labels``, ``model_info/mean_values`` ...) and ``ftedge/*`` as JSON.
@@ -24,7 +25,8 @@ from typing import Any
 import numpy as np
 
 from ftedge.errors import FtedgeError, MissingExtraError
-from ftedge.runtime.manifest import Manifest
+from ftedge.runtime.manifest import InputSpec, Manifest
+from ftedge.runtime.preprocess import PreprocessSpec
 
 SUBDIR = "openvino"
 
@@ -61,6 +63,29 @@ def convert_onnx(onnx_path: Path, manifest: Manifest) -> Any:
         json.dumps(manifest.provenance.to_dict(), sort_keys=True, default=str),
         ["ftedge", "provenance"],
     )
+    return model
+
+
+def bake_normalisation(xml_path: Path, spec: PreprocessSpec, input_spec: InputSpec) -> Any:
+    """The IR at ``xml_path`` taking uint8 NCHW RGB crops: OpenVINO's own preprocessing converts
+    and normalises them (``(x - 255 mean) / (255 std)``) inside the graph, where the CPU plugin
+    folds it into the input conversion it runs anyway."""
+    ov = _ov()
+    from openvino.preprocess import PrePostProcessor
+
+    model = ov.Core().read_model(str(xml_path))
+    ppp = PrePostProcessor(model)
+    nchw = ov.Layout("NCHW")
+    ppp.input().tensor().set_element_type(ov.Type.u8).set_layout(nchw)
+    ppp.input().model().set_layout(nchw)
+    ppp.input().preprocess().convert_element_type(ov.Type.f32).mean(
+        [m * 255 for m in spec.mean]
+    ).scale([s * 255 for s in spec.std])
+    model = ppp.build()
+    # The model's own metadata now describes raw pixels: no mean or scale left to apply.
+    model.set_rt_info("0 0 0", ["model_info", "mean_values"])
+    model.set_rt_info("1 1 1", ["model_info", "scale_values"])
+    model.set_rt_info(json.dumps(input_spec.to_dict(), sort_keys=True), ["ftedge", "input"])
     return model
 
 

@@ -139,6 +139,8 @@ def run_artifact(
     """Outputs of ``artifact`` on every test image, and the runner's ``describe()``."""
     if artifact.baked:
         x_all = data.crops[..., ::-1] if artifact.input.color == "bgr" else data.crops
+        if artifact.input.layout == "NCHW":
+            x_all = x_all.transpose(0, 3, 1, 2)
         x_all = np.ascontiguousarray(x_all)
     else:
         x_all = data.images(manifest)

@@ -10,9 +10,9 @@ Frames go through the fast preprocessing path (``fast_preprocess.py``: one resiz
 window, buffers reused per call) when the bundle's export verified it against the exact path
 (``fast_preprocess.verified``), otherwise exactly like the training evaluation transform
 (``preprocess.py``); ``load(..., preprocessing="exact")`` keeps the exact path regardless.
-Artifacts with baked-in preprocessing (uint8 NHWC input) get the resized, centre-cropped uint8
-frame instead and normalise inside the graph. Scores are softmax probabilities (an artifact that
-already outputs probabilities is not softmaxed twice).
+Artifacts with baked-in preprocessing (uint8 input) get the resized, centre-cropped uint8 crop
+instead (NCHW planes straight from the fast path) and normalise inside the graph. Scores are
+softmax probabilities (an artifact that already outputs probabilities is not softmaxed twice).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, overload
+from typing import Any, cast, overload
 
 import numpy as np
 from PIL import Image
@@ -141,7 +141,13 @@ class Classifier(LoadedModel):
         """Frames -> the artifact's input batch (float32 NCHW, or uint8 crops if baked); a new
         array the caller may keep."""
         batch = self._prepare(self._frames(frames)[0], color)
-        return batch.copy() if self.fast is not None and not self.baked else batch
+        return batch.copy() if self._fast_buffer else batch
+
+    @property
+    def _fast_buffer(self) -> bool:
+        """Whether ``_prepare`` hands out the fast path's reused buffer: float input, or uint8
+        NCHW planes for a model that normalises inside its graph."""
+        return self.fast is not None and (not self.baked or self.layout == "NCHW")
 
     def _prepare(self, items: list[np.ndarray], color: ColorOrder) -> np.ndarray:
         """``prepare`` of a list of frames, but the fast path returns its reused buffer (valid
@@ -155,6 +161,8 @@ class Classifier(LoadedModel):
                 raise FtedgeError(f"frame {i}: {e}" if len(items) > 1 else str(e)) from None
         if self.fast is not None and not self.baked:
             return self.fast.prepare(items, color)
+        if self.fast is not None and self.layout == "NCHW":
+            return self.fast.prepare_planes(items, color, cast(ColorOrder, self.model_color))
         batch = np.stack([self._crop(f, color) for f in items])  # NHWC uint8 RGB
         if not self.baked:
             return normalize(batch, self.spec)

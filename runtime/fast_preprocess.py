@@ -17,9 +17,11 @@ only that window is resized to the network size:
 
 The crop stays uint8 in the frame's channel order; normalisation is the last step, one
 multiply-add per value written into a preallocated float32 NCHW buffer, read through a strided
-view that does the HWC->CHW change and the BGR->RGB swap for free. ``prepare`` reuses its
-buffers from call to call (a camera loop allocates nothing per frame), so its result is only
-valid until the next call.
+view that does the HWC->CHW change and the BGR->RGB swap for free. A model that normalises
+inside its graph gets the uint8 crop as NCHW planes instead (``prepare_planes``: one
+``cv2.split``, channel order chosen by the order of the planes). Both reuse their buffers from
+call to call (a camera loop allocates nothing per frame), so a result is only valid until the
+next call.
 
 The result is not bit-identical to the exact path: ``ftedge export`` measures its accuracy and
 top-1 agreement with the exact path on the test split, as stored and centred in 640x480 frames
@@ -218,19 +220,22 @@ class FastPreprocessor:
         self._a3, self._b3 = self._a[:, None, None], self._b[:, None, None]
         # Reused from call to call; replaced (not added to) when the batch or frame size changes.
         self._input = np.empty((0, 3, spec.height, spec.width), np.float32)
+        self._planes = np.empty((0, 3, spec.height, spec.width), np.uint8)
+        self._alpha = np.empty((spec.height, spec.width), np.uint8)  # a warped 4th channel
         self._plan: ShrinkPlan | None = None  # the OpenCV geometry of the last frame size
         self._bufs: tuple[np.ndarray, ...] = ()  # that geometry's intermediate images
 
     def crop(self, frame: np.ndarray, color: ColorOrder = "rgb") -> np.ndarray:
         """One HWC (or HW) uint8 frame -> a new HWC uint8 RGB crop at network resolution."""
-        view = self._crop_view(frame)
-        if view.shape[2] == 1:
-            return np.repeat(view, 3, axis=2)
-        return (view[:, :, ::-1] if color == "bgr" else view).copy()  # the view is reused
+        img = self._crop_image(frame)
+        if img.shape[2] == 1:
+            return np.repeat(img, 3, axis=2)
+        return (img[:, :, 2::-1] if color == "bgr" else img[:, :, :3]).copy()  # img is reused
 
-    def _crop_view(self, frame: np.ndarray) -> np.ndarray:
-        """The crop in the frame's own channels (H x W x 1 or 3). OpenCV's crops are views of
-        reused buffers, valid until the next call: ``prepare`` normalises them in place."""
+    def _crop_image(self, frame: np.ndarray) -> np.ndarray:
+        """The crop in the frame's own channels: H x W x 1 (grey) or 3, or 4 where OpenCV warped
+        it with an unused 4th channel. OpenCV's crops live in reused buffers, valid until the
+        next call: ``prepare`` and ``prepare_planes`` read them in place."""
         check_frame(frame)
         if frame.ndim == 2:
             frame = frame[:, :, None]
@@ -274,7 +279,7 @@ class FastPreprocessor:
             cv2.cvtColor(half, cv2.COLOR_BGR2BGRA, dst=half4)
             flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
             cv2.warpAffine(half4, plan.matrix, (w, h), crop4, flags, cv2.BORDER_REPLICATE)
-            return crop4[:, :, :3]
+            return crop4
         out = self._bufs[-1]
         if plan.k == 1:
             # Shrinking by at most 2x: bilinear still sees every pixel.
@@ -336,10 +341,28 @@ class FastPreprocessor:
         """Frames -> the NCHW float32 network input, in buffers reused by the next call."""
         x = self._input_of(len(frames))
         for i, frame in enumerate(frames):
-            self._normalize(self._crop_view(frame)[None], color, x[i : i + 1])
+            self._normalize(self._crop_image(frame)[None, :, :, :3], color, x[i : i + 1])
         return x
+
+    def prepare_planes(
+        self, frames: list[np.ndarray], color: ColorOrder = "rgb", planes: ColorOrder = "rgb"
+    ) -> np.ndarray:
+        """Frames -> uint8 NCHW crops with channels in ``planes`` order (the input of a model
+        that normalises inside its graph), in a buffer reused by the next call."""
+        n, h, w = len(frames), self.spec.height, self.spec.width
+        if self._planes.shape[0] != n:
+            self._planes = np.empty((n, 3, h, w), np.uint8)
+        for i, frame in enumerate(frames):
+            img, out = self._crop_image(frame), self._planes[i]
+            order = [out[0], out[1], out[2]] if color == planes else [out[2], out[1], out[0]]
+            if self._cv2 is not None and img.shape[2] > 1:
+                # One deinterleaving pass (a 4th channel lands in a scratch plane).
+                self._cv2.split(img, order + [self._alpha][: img.shape[2] - 3])
+            else:
+                np.copyto(out, img.transpose(2, 0, 1)[:: 1 if color == planes else -1])
+        return self._planes
 
     def buffers(self) -> tuple[np.ndarray, ...]:
         """The reused arrays, the network input first (for checking that a long run allocates
         nothing new)."""
-        return (self._input, *self._bufs)
+        return (self._input, self._planes, *self._bufs)

@@ -11,9 +11,14 @@ first one whose status is ``ok``, whose backend is installed and whose runner st
 5. ONNX FP32 with onnxruntime, then ONNX FP16.
 
 This is the measured speed order on x86 CPUs (measured: OpenVINO INT8 < ORT INT8 u8s8 <
-OpenVINO FP32/bf16 < ORT FP32). Within one format and precision the artifact without baked-in
-preprocessing (float NCHW input) comes first: it is the one verified against PyTorch on the exact
-training preprocessing; the uint8 ("-baked") variant follows. Pass ``baked=True`` to prefer it.
+OpenVINO FP32/bf16 < ORT FP32). Within one format and precision, an OpenVINO IR that takes
+uint8 crops and normalises inside its graph (the "-baked" twin ``ftedge export`` makes of a
+passing INT8 IR) comes before its float-input original: OpenVINO folds the normalisation into
+the input conversion it runs anyway, so the frame's float normalisation (the largest step of the
+preprocessing after the resize) disappears at no measured inference cost. The twin is verified
+like its original and against it (``ftedge.export.openvino_baked``). For ONNX the float-input
+artifact comes first (its baked copy transposes inside the graph). ``baked=True`` / ``False``
+prefers / excludes baked artifacts everywhere.
 
 Failed and skipped artifacts are never chosen. Explicit choices narrow the list instead of
 reordering it: ``backend="onnxruntime" | "openvino" | "tensorrt" | "torch"`` (OpenVINO also runs
@@ -102,8 +107,9 @@ def candidates(
         if precision is not None and prec != precision:
             continue
         arts = [a for a in manifest.artifacts if a.format == fmt and a.precision == prec]
-        # Plain (float input) before baked unless baked=True; baked=False drops baked ones.
-        arts.sort(key=lambda a: a.baked != bool(baked))
+        # OpenVINO: baked first; ONNX: float input first; baked=True/False overrides both.
+        prefer_baked = baked if baked is not None else fmt == "openvino"
+        arts.sort(key=lambda a: a.baked != prefer_baked)
         for a in arts:
             if baked is False and a.baked:
                 continue

@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -288,3 +289,55 @@ def test_int8_ir_runs_its_float_layers_in_f32_by_default(bundle: Path) -> None:
         assert d["requested_precision"] == "f32" and d["execution_precision"] == "f32"
     with load(bundle, backend="openvino", precision="int8", openvino_precision="bf16") as clf:
         assert clf.describe()["requested_precision"] == "bf16"  # the caller's choice wins
+
+
+def test_int8_ir_has_a_uint8_twin_that_the_runtime_runs(bundle: Path) -> None:
+    from ftedge.runtime import load
+    from ftedge.runtime.preprocess import normalize
+    from ftedge.runtime.runners.openvino import OpenVinoRunner
+
+    m = Manifest.load(bundle)
+    ov8, twin = m.find("openvino", "int8"), m.find("openvino", "int8", baked=True)
+    assert ov8 is not None and twin is not None and twin.status == "ok"
+    assert (twin.input.dtype, twin.input.layout, twin.input.color) == ("uint8", "NCHW", "rgb")
+    assert twin.details["from"] == ov8.path and twin.details["agreement_with_original"] >= 0.995
+    assert set(twin.files) == {
+        "openvino/int8-uint8-rgb/model.xml",
+        "openvino/int8-uint8-rgb/model.bin",
+    }
+    crops, _ = _parity_inputs(bundle)
+    with OpenVinoRunner(str(bundle / ov8.path), precision="f32") as r:
+        plain = r.infer({"input": normalize(crops, m.spec)})["logits"]
+    with OpenVinoRunner(str(bundle / twin.path), precision="f32") as r:
+        assert r.input_metadata()["input"].dtype == np.uint8
+        got = r.infer({"input": np.ascontiguousarray(crops.transpose(0, 3, 1, 2))})["logits"]
+    assert (got.argmax(1) == plain.argmax(1)).mean() >= 0.95  # rounding moves a rare answer
+    np.testing.assert_allclose(got, plain, atol=0.5)
+    frame = np.ascontiguousarray(np.kron(crops[0], np.ones((4, 4, 1), np.uint8))[:, :, ::-1])
+    with load(bundle, preprocessing="fast") as clf:  # the default artifact: uint8 planes in
+        assert clf.artifact.name == "openvino-int8-baked" and clf.fast is not None
+        x = clf.prepare(frame, "bgr")
+        assert x.dtype == np.uint8 and x.shape == (1, 3, *crops.shape[1:3])
+        np.testing.assert_array_equal(x[0], clf.fast.crop(frame, "bgr").transpose(2, 0, 1))
+        assert clf.classify_one(frame, 3, "bgr").label in m.labels
+
+
+def test_a_twin_that_misses_its_gate_is_not_kept(bundle: Path, tmp_path: Path) -> None:
+    from ftedge.export.bundle import _with_baked_twin
+    from ftedge.export.options import ExportOptions
+    from ftedge.export.verify import load_eval_data
+
+    copy = tmp_path / "b"
+    shutil.copytree(bundle, copy)
+    shutil.rmtree(copy / "openvino" / "int8-uint8-rgb")  # the export's own twin goes first
+    m = Manifest.load(copy)
+    m = replace(m, artifacts=tuple(a for a in m.artifacts if a.name != "openvino-int8-baked"))
+    ov8 = m.find("openvino", "int8")
+    assert ov8 is not None
+    data = load_eval_data(copy, m, allow_subset=True)
+    notes: list[str] = []
+    opts = ExportOptions(min_agreement=1.01)  # no twin can agree with FP32 that well
+    kept = _with_baked_twin(copy, m, ov8, data, opts, notes)
+    assert kept.find("openvino", "int8", baked=True) is None
+    assert len(notes) == 1 and "openvino-int8-baked" in notes[0] and "agreement" in notes[0]
+    assert not (copy / "openvino" / "int8-uint8-rgb").exists()

@@ -203,3 +203,22 @@ def test_export_bundle_keywords_match_export_options() -> None:
     assert ExportResult.__dataclass_params__.frozen  # type: ignore[attr-defined]
     doc = export_bundle.__doc__ or ""
     assert all(f"``{f.name}``" in doc for f in dataclasses.fields(ExportOptions))
+
+
+def test_a_uint8_twin_must_answer_like_its_original() -> None:
+    from ftedge.export.openvino_baked import _against_original
+    from ftedge.runtime.manifest import Artifact
+
+    art = Artifact("openvino", "int8", "x.xml", details={"from": "openvino/int8/model.xml"})
+    labels = np.arange(1000) % 10
+    theirs = labels.copy()
+    mine = theirs.copy()
+    mine[:6] = (mine[:6] + 1) % 10  # 6 answers moved, all right before
+    checked = _against_original(art, mine, theirs, labels)
+    assert checked.status == "failed" and checked.message is not None
+    assert "agreement" in checked.message and "6 more test images wrong" in checked.message
+    assert checked.details["agreement_with_original"] == 0.994
+    mine = theirs.copy()
+    mine[0] = (mine[0] + 1) % 10  # one answer moved: within both budgets (exactly 0.1 point)
+    ok = _against_original(art, mine, theirs, labels)
+    assert ok.status == "ok" and ok.details["accuracy_below_original_pt"] == 0.1

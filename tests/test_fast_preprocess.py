@@ -270,10 +270,14 @@ def test_no_per_call_growth_over_10000_frames(tmp_path):
     with load(_bundle(tmp_path, VERIFIED), backend=backend, preprocessing="fast") as clf:
         assert clf.fast is not None
         clf.classify_one(frame, 3, "bgr")
+        clf.fast.prepare_planes([frame], "bgr")
         buffers = clf.fast.buffers()
         bound = dict(getattr(clf.runner, "_bound", {}))
         for _ in range(10_000):
             clf.classify_one(frame, 3, "bgr")
+        assert all(a is b for a, b in zip(buffers, clf.fast.buffers(), strict=True))
+        for _ in range(10_000):  # the uint8 planes a model normalising inside its graph gets
+            clf.fast.prepare_planes([frame], "bgr")
         assert all(a is b for a, b in zip(buffers, clf.fast.buffers(), strict=True))
         if backend == "openvino":
             assert bound and all(clf.runner._bound[k] is v for k, v in bound.items())
@@ -345,3 +349,23 @@ def test_export_measures_the_exact_paths_own_shift_agreement_on_frames(tmp_path)
     want = float((exact.argmax(1) == shift.argmax(1)).mean())
     assert {m.shift_agreement for m in got} == {want}
     assert {m.engine for m in got} == {m.engine for m in plain}
+
+
+@pytest.mark.parametrize("engine", ["opencv", "pillow"])
+@pytest.mark.parametrize("size", [(640, 480), (300, 200), (1280, 720), (60, 40)])
+def test_uint8_planes_are_the_crop_in_any_channel_order(engine, size):
+    # prepare_planes feeds models that normalise inside the graph: the crop's channels as NCHW
+    # planes, for RGB or BGR frames and models, grey and 4-channel frames, every resize branch.
+    if engine == "opencv" and available_engine() != "opencv":
+        pytest.skip("needs OpenCV")
+    fast = FastPreprocessor(SPEC, engine)
+    f = photos(1, size)[0]
+    for frame in (f, f[:, :, 0], np.dstack([f, f[:, :, :1]])):
+        for color in ("rgb", "bgr"):
+            for planes in ("rgb", "bgr"):
+                got = fast.prepare_planes([frame, frame], color, planes).copy()  # type: ignore[arg-type]
+                rgb = fast.crop(frame, color)  # type: ignore[arg-type]
+                want = (rgb if planes == "rgb" else rgb[:, :, ::-1]).transpose(2, 0, 1)
+                assert got.dtype == np.uint8 and got.shape == (2, 3, *SPEC.input_size[1:])
+                np.testing.assert_array_equal(got[0], want)
+                np.testing.assert_array_equal(got[1], want)

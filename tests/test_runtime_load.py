@@ -258,6 +258,7 @@ def test_selection_order(monkeypatch: pytest.MonkeyPatch) -> None:
             _art("onnx", "int8", baked=True),
             _art("onnx", "int8"),
             _art("openvino", "fp32"),
+            _art("openvino", "fp32", baked=True),
             _art("openvino", "int8", status="failed"),
             _art("openvino", "fp16"),
             _art("tensorrt", "fp16"),
@@ -271,13 +272,18 @@ def test_selection_order(monkeypatch: pytest.MonkeyPatch) -> None:
         "tensorrt-fp16@tensorrt:cuda:0",
         "onnx-int8@onnxruntime:cpu",
         "onnx-int8-baked@onnxruntime:cpu",
+        "openvino-fp32-baked@openvino:cpu",  # an IR normalising inside: before its original
         "openvino-fp32@openvino:cpu",
         "openvino-fp16@openvino:cpu",
         "onnx-fp32@onnxruntime:cpu",
     ]
     assert any(r.startswith("openvino-int8: status failed") for r in reasons)
-    assert names(candidates(m, baked=True)[0]) == ["onnx-int8-baked@onnxruntime:cpu"]
+    assert names(candidates(m, baked=True)[0]) == [
+        "onnx-int8-baked@onnxruntime:cpu",
+        "openvino-fp32-baked@openvino:cpu",
+    ]
     assert names(candidates(m, precision="fp32")[0]) == [
+        "openvino-fp32-baked@openvino:cpu",
         "openvino-fp32@openvino:cpu",
         "onnx-fp32@onnxruntime:cpu",
     ]
@@ -293,7 +299,7 @@ def test_selection_order(monkeypatch: pytest.MonkeyPatch) -> None:
         "onnx-int8-baked@onnxruntime:cuda",
         "onnx-fp32@onnxruntime:cuda",
     ]
-    assert names(candidates(m, device="gpu")[0])[0] == "openvino-fp32@openvino:gpu"
+    assert names(candidates(m, device="gpu")[0])[0] == "openvino-fp32-baked@openvino:gpu"
     monkeypatch.setattr(backends, "tensorrt_usable", lambda: False)  # this machine
     cands, reasons = candidates(m)
     assert names(cands)[0] == "onnx-int8@onnxruntime:cpu"
@@ -413,7 +419,8 @@ def test_runtime_reads_the_export_pipeline_bundle(
     ok = {a.name for a in m.artifacts if a.status == "ok"}
     refs = torch_ref.classify(frames + photos, topk=3)
     with load(exported_bundle) as clf:  # auto: the best verified artifact here
-        best = [n for n in ("openvino-int8", "onnx-int8", "openvino-fp32", "onnx-fp32") if n in ok]
+        order = ("openvino-int8-baked", "openvino-int8", "onnx-int8", "openvino-fp32", "onnx-fp32")
+        best = [n for n in order if n in ok]
         assert clf.artifact.name == best[0]
         preds = clf.classify(frames + photos, topk=3)
         agree = np.mean([p.label == r.label for p, r in zip(preds, refs, strict=True)])
