@@ -138,7 +138,7 @@ class TorchReference:
     """The PyTorch model and its logits on the whole test split: what every artifact must match."""
 
     model: Any  # the loaded torch module (eval mode)
-    checkpoint: str  # the checkpoint file, as the run names it
+    checkpoint: str  # the checkpoint file, an absolute path
     crops: np.ndarray  # uint8 NHWC test crops at network resolution
     labels: np.ndarray
     logits: np.ndarray
@@ -163,7 +163,9 @@ def torch_reference(run: RunSource, data: RunData) -> TorchReference:
     crops = load_crops(run.splits.root, list(data.test), data.spec)
     y = np.array([lbl for _, lbl in data.test])
     logits, origin = reuse_stored(run, data, loaded.model, normalize(crops, data.spec))
-    return TorchReference(loaded.model, str(loaded.path), crops, y, logits, origin)
+    # Resolved: a run named relative to the working directory (``runs/latest``) must still be
+    # found from the bundle, wherever the benchmark or the torch reference is started.
+    return TorchReference(loaded.model, str(Path(loaded.path).resolve()), crops, y, logits, origin)
 
 
 def reuse_stored(

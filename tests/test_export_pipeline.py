@@ -341,3 +341,20 @@ def test_a_twin_that_misses_its_gate_is_not_kept(bundle: Path, tmp_path: Path) -
     assert kept.find("openvino", "int8", baked=True) is None
     assert len(notes) == 1 and "openvino-int8-baked" in notes[0] and "agreement" in notes[0]
     assert not (copy / "openvino" / "int8-uint8-rgb").exists()
+
+
+def test_a_run_named_relative_to_the_cwd_is_found_from_the_bundle(
+    tiny_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `ftedge export runs/latest` records the checkpoint so that the torch reference of
+    # `ftedge benchmark` and load(backend="torch") find it from anywhere.
+    from ftedge.runtime.classifier import checkpoint_of
+
+    monkeypatch.chdir(tiny_run.parent)
+    out = tmp_path / "b"
+    args = ["export", tiny_run.name, "--formats", "onnx", "--precision", "fp32"]
+    assert main([*args, "--out", str(out), "--no-progress"]) == 0
+    monkeypatch.chdir(tmp_path)
+    m = Manifest.load(out)
+    assert m.provenance.checkpoint is not None
+    assert checkpoint_of(m, out) == str((tiny_run / "best.safetensors").resolve())
