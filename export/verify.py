@@ -25,6 +25,7 @@ from ftedge.files import sha256_file
 from ftedge.runtime.backends import format_available, native_backend
 from ftedge.runtime.classifier import softmax
 from ftedge.runtime.manifest import Artifact, Manifest, Parity
+from ftedge.runtime.preprocess import uint8_batch
 from ftedge.runtime.runners.base import Runner
 from ftedge.runtime.schema_fields import inside
 from ftedge.runtime.tasks import ClassificationOutput, OutputKind
@@ -138,10 +139,7 @@ def run_artifact(
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Outputs of ``artifact`` on every test image, and the runner's ``describe()``."""
     if artifact.baked:
-        x_all = data.crops[..., ::-1] if artifact.input.color == "bgr" else data.crops
-        if artifact.input.layout == "NCHW":
-            x_all = x_all.transpose(0, 3, 1, 2)
-        x_all = np.ascontiguousarray(x_all)
+        x_all = uint8_batch(data.crops, artifact.input.color or "rgb", artifact.input.layout)
     else:
         x_all = data.images(manifest)
     runner = make_runner(bundle_dir, artifact)

@@ -12,6 +12,7 @@ import numpy as np
 
 from ftedge.runtime.bench_inputs import InputInfo
 from ftedge.runtime.bench_spec import BenchmarkOptions, Job
+from ftedge.runtime.preprocess import uint8_batch
 
 if TYPE_CHECKING:
     from ftedge.export.verify import EvalData
@@ -40,13 +41,10 @@ def _model_inputs(data: EvalData, manifest: Manifest, info: InputInfo) -> np.nda
     """Every test image in the model's input layout: uint8 crops for a model with baked
     preprocessing, else the bundle's float pipeline."""
     if info.dtype == np.uint8:
-        x_all = data.crops[..., ::-1] if info.color == "bgr" else data.crops
-        if not info.nhwc:
-            x_all = x_all.transpose(0, 3, 1, 2)
-    else:
-        x_all = data.images(manifest)
-        if info.nhwc:
-            x_all = x_all.transpose(0, 2, 3, 1)
+        return uint8_batch(data.crops, info.color, "NHWC" if info.nhwc else "NCHW")
+    x_all = data.images(manifest)
+    if info.nhwc:
+        x_all = x_all.transpose(0, 2, 3, 1)
     return np.ascontiguousarray(x_all.astype(info.dtype, copy=False))
 
 

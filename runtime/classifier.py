@@ -39,6 +39,7 @@ from ftedge.runtime.preprocess import (
     normalize,
     resize_crop,
     to_pil,
+    uint8_batch,
 )
 from ftedge.runtime.runners.base import Runner
 from ftedge.runtime.select import Candidate, candidates, no_candidate_error
@@ -166,11 +167,7 @@ class Classifier(LoadedModel):
         batch = np.stack([self._crop(f, color) for f in items])  # NHWC uint8 RGB
         if not self.baked:
             return normalize(batch, self.spec)
-        if self.model_color == "bgr":
-            batch = batch[..., ::-1]
-        if self.layout == "NCHW":
-            batch = batch.transpose(0, 3, 1, 2)
-        return np.ascontiguousarray(batch)
+        return uint8_batch(batch, self.model_color, self.layout)
 
     def set_preprocessing(self, mode: str = "auto") -> str:
         """Pick the preprocessing path; returns the one now used: "fast:opencv", "fast:pillow"

@@ -146,6 +146,15 @@ def normalize(hwc_uint8: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     return out if hwc_uint8.ndim == 4 else out[0]
 
 
+def uint8_batch(crops: np.ndarray, color: str, layout: str) -> np.ndarray:
+    """NHWC uint8 RGB crops -> the batch of a model that normalises inside its graph: channels
+    in ``color`` order ("rgb" | "bgr"), ``layout`` ("NHWC" | "NCHW"), contiguous."""
+    batch = crops[..., ::-1] if color == "bgr" else crops
+    if layout == "NCHW":
+        batch = batch.transpose(0, 3, 1, 2)
+    return np.ascontiguousarray(batch)
+
+
 def preprocess(frame: np.ndarray, spec: PreprocessSpec, color: ColorOrder = "rgb") -> np.ndarray:
     """One HWC uint8 frame of any size -> CHW float32 network input."""
     return normalize(resize_crop(to_pil(frame, color), spec), spec)

@@ -177,3 +177,16 @@ def test_resize_crop_geometry() -> None:
 def test_bad_frames_raise_clear_errors(bad: object, match: str) -> None:
     with pytest.raises(FtedgeError, match=match):
         check_frame(bad)
+
+
+def test_uint8_batch_puts_crops_in_the_models_order_and_layout():
+    from ftedge.runtime.preprocess import uint8_batch
+
+    crops = np.random.default_rng(0).integers(0, 256, (2, 4, 5, 3), dtype=np.uint8)  # RGB
+    nchw = uint8_batch(crops, "bgr", "NCHW")
+    assert nchw.shape == (2, 3, 4, 5) and nchw.flags.c_contiguous
+    np.testing.assert_array_equal(nchw[1, 0], crops[1, :, :, 2])  # blue plane first
+    nhwc = uint8_batch(crops, "rgb", "NHWC")
+    assert nhwc.flags.c_contiguous
+    np.testing.assert_array_equal(nhwc, crops)
+    np.testing.assert_array_equal(uint8_batch(crops, "bgr", "NHWC"), crops[..., ::-1])
