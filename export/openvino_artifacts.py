@@ -18,13 +18,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
+import numpy as np
+
 from ftedge.export.options import ExportOptions
 from ftedge.export.verify import EvalData, verify_artifact
 from ftedge.runtime.manifest import Artifact, Manifest, Precision
 
 
 @dataclass(frozen=True)
-class _IrTarget:
+class IrTarget:
     """Where one IR goes and what verifies it."""
 
     bundle_dir: Path
@@ -34,12 +36,27 @@ class _IrTarget:
     max_accuracy_drop: float
     min_agreement: float
 
-    def save_and_verify(self, art: Artifact, model: Any, *, fp16: bool = False) -> Artifact:
-        """Write ``model`` as IR (xml + bin), hash it into ``art`` and verify it."""
+    @classmethod
+    def at(
+        cls, bundle_dir: Path, manifest: Manifest, rel: str, data: EvalData, opts: ExportOptions
+    ) -> IrTarget:
+        """The IR at ``rel`` in ``bundle_dir``, held to the export's gate."""
+        return cls(
+            bundle_dir, manifest, bundle_dir / rel, data, opts.max_accuracy_drop, opts.min_agreement
+        )
+
+    def save(self, art: Artifact, model: Any, *, fp16: bool = False) -> Artifact:
+        """Write ``model`` as IR (xml + bin) and hash it into ``art``."""
         from ftedge.export import openvino_ir
 
-        openvino_ir.save(model, self.xml, fp16=fp16)
-        art = art.with_files(self.bundle_dir, [self.xml, self.xml.with_suffix(".bin")])
+        files = openvino_ir.save(model, self.xml, fp16=fp16)
+        return art.with_files(self.bundle_dir, files)
+
+    def verify(
+        self, art: Artifact, outputs: tuple[np.ndarray, dict[str, Any]] | None = None
+    ) -> Artifact:
+        """``art`` verified against the gate (``outputs``: its ``run_artifact`` result, when
+        the caller has run it already)."""
         return verify_artifact(
             self.bundle_dir,
             self.manifest,
@@ -47,7 +64,12 @@ class _IrTarget:
             self.data,
             max_accuracy_drop=self.max_accuracy_drop,
             min_agreement=self.min_agreement,
+            outputs=outputs,
         )
+
+    def save_and_verify(self, art: Artifact, model: Any, *, fp16: bool = False) -> Artifact:
+        """Write ``model`` as IR (xml + bin), hash it into ``art`` and verify it."""
+        return self.verify(self.save(art, model, fp16=fp16))
 
 
 def openvino_artifact(
@@ -66,9 +88,7 @@ def openvino_artifact(
     rel = f"{openvino_ir.SUBDIR}/{precision}/model.xml"
     prec = cast(Precision, precision)  # checked by check_options
     art = Artifact("openvino", prec, rel, input=fp32.input, output=fp32.output)
-    target = _IrTarget(
-        bundle_dir, manifest, bundle_dir / rel, data, opts.max_accuracy_drop, opts.min_agreement
-    )
+    target = IrTarget.at(bundle_dir, manifest, rel, data, opts)
     if precision == "int8":
         art = _int8_ir(target, art, model, fp32, calib)
     else:
@@ -78,7 +98,7 @@ def openvino_artifact(
     return art
 
 
-def _int8_ir(target: _IrTarget, art: Artifact, model: Any, fp32: Artifact, calib: Any) -> Artifact:
+def _int8_ir(target: IrTarget, art: Artifact, model: Any, fp32: Artifact, calib: Any) -> Artifact:
     """INT8 IR: the verified ONNX Q/DQ model converted, else NNCF (stem + classifier float,
     full bias correction), with fallbacks while over the gate."""
     from ftedge.export import openvino_ir
@@ -152,21 +172,21 @@ def _attempt(kept: Any, art: Artifact) -> dict[str, Any]:
     return {"kept_float": kept, "accuracy_drop": art.accuracy_drop, "top1_agreement": agreement}
 
 
-def _quantized(target: _IrTarget, art: Artifact, quantized: tuple[Any, dict[str, Any]]) -> Artifact:
+def _quantized(target: IrTarget, art: Artifact, quantized: tuple[Any, dict[str, Any]]) -> Artifact:
     """Record a quantization's details, then save and verify its model."""
     model, details = quantized
     art.details.update(details)
     return target.save_and_verify(art, model)
 
 
-def _stem_and_head(target: _IrTarget, fp32: Artifact) -> list[str]:
+def _stem_and_head(target: IrTarget, fp32: Artifact) -> list[str]:
     """The stem convolution and the classifier (ONNX node names), kept in float first."""
     from ftedge.export.sensitivity import fallback_order
 
     return fallback_order(target.bundle_dir / fp32.path, [])[:2]
 
 
-def _nodes_to_keep_float(target: _IrTarget) -> list[str]:
+def _nodes_to_keep_float(target: IrTarget) -> list[str]:
     """What the ONNX INT8 gate kept in float (none without an ONNX INT8)."""
     onnx_int8 = target.manifest.find("onnx", "int8")
     return list((onnx_int8.details.get("excluded_nodes") or []) if onnx_int8 else [])

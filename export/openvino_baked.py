@@ -23,8 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ftedge.export.openvino_artifacts import IrTarget
 from ftedge.export.options import ExportOptions
-from ftedge.export.verify import EvalData, run_artifact, verdict, verify_artifact
+from ftedge.export.verify import EvalData, run_artifact, verdict
 from ftedge.runtime.manifest import Artifact, InputSpec, Manifest
 
 
@@ -47,21 +48,10 @@ def baked_twin(
     art = Artifact(
         "openvino", ir.precision, rel, input=input_spec, output=ir.output, details=details
     )
-    xml = bundle_dir / rel
-    files = openvino_ir.save(
-        openvino_ir.bake_normalisation(bundle_dir / ir.path, spec, input_spec), xml, fp16=False
-    )
-    art = art.with_files(bundle_dir, files)
-    outputs = run_artifact(bundle_dir, manifest, art, data)
-    art = verify_artifact(
-        bundle_dir,
-        manifest,
-        art,
-        data,
-        max_accuracy_drop=opts.max_accuracy_drop,
-        min_agreement=opts.min_agreement,
-        outputs=outputs,
-    )
+    target = IrTarget.at(bundle_dir, manifest, rel, data, opts)
+    art = target.save(art, openvino_ir.bake_normalisation(bundle_dir / ir.path, spec, input_spec))
+    outputs = run_artifact(bundle_dir, manifest, art, data)  # kept for the second check
+    art = target.verify(art, outputs)
     if art.status != "ok":
         return art
     original, _ = run_artifact(bundle_dir, manifest, ir, data)
