@@ -320,13 +320,8 @@ class FastPreprocessor:
 
     def normalize_into(self, crops: np.ndarray, color: ColorOrder = "rgb") -> np.ndarray:
         """NHWC uint8 crops in ``color`` order -> the reused NCHW float32 RGB input buffer."""
-        return self._normalize(crops, color, self._input_of(crops.shape[0]))
-
-    def _input_of(self, n: int) -> np.ndarray:
-        """The reused input buffer for a batch of ``n`` (replaced when ``n`` changes)."""
-        if self._input.shape[0] != n:
-            self._input = np.empty((n, 3, self.spec.height, self.spec.width), np.float32)
-        return self._input
+        self._input = _for_batch(self._input, crops.shape[0])
+        return self._normalize(crops, color, self._input)
 
     def _normalize(self, crops: np.ndarray, color: ColorOrder, x: np.ndarray) -> np.ndarray:
         # One strided multiply-add over the NCHW view of the crops (channels reversed for BGR
@@ -339,7 +334,7 @@ class FastPreprocessor:
 
     def prepare(self, frames: list[np.ndarray], color: ColorOrder = "rgb") -> np.ndarray:
         """Frames -> the NCHW float32 network input, in buffers reused by the next call."""
-        x = self._input_of(len(frames))
+        x = self._input = _for_batch(self._input, len(frames))
         for i, frame in enumerate(frames):
             self._normalize(self._crop_image(frame)[None, :, :, :3], color, x[i : i + 1])
         return x
@@ -349,9 +344,7 @@ class FastPreprocessor:
     ) -> np.ndarray:
         """Frames -> uint8 NCHW crops with channels in ``planes`` order (the input of a model
         that normalises inside its graph), in a buffer reused by the next call."""
-        n, h, w = len(frames), self.spec.height, self.spec.width
-        if self._planes.shape[0] != n:
-            self._planes = np.empty((n, 3, h, w), np.uint8)
+        self._planes = _for_batch(self._planes, len(frames))
         for i, frame in enumerate(frames):
             img, out = self._crop_image(frame), self._planes[i]
             order = [out[0], out[1], out[2]] if color == planes else [out[2], out[1], out[0]]
@@ -366,3 +359,9 @@ class FastPreprocessor:
         """The reused arrays, the network input first (for checking that a long run allocates
         nothing new)."""
         return (self._input, self._planes, *self._bufs)
+
+
+def _for_batch(buf: np.ndarray, n: int) -> np.ndarray:
+    """``buf``, or a buffer like it for a batch of ``n`` when the batch size changed (replaced,
+    never added to)."""
+    return buf if buf.shape[0] == n else np.empty((n, *buf.shape[1:]), buf.dtype)
