@@ -293,6 +293,7 @@ def test_int8_ir_runs_its_float_layers_in_f32_by_default(bundle: Path) -> None:
 
 def test_int8_ir_has_a_uint8_twin_that_the_runtime_runs(bundle: Path) -> None:
     from ftedge.runtime import load
+    from ftedge.runtime.prediction import softmax
     from ftedge.runtime.preprocess import normalize
     from ftedge.runtime.runners.openvino import OpenVinoRunner
 
@@ -319,7 +320,10 @@ def test_int8_ir_has_a_uint8_twin_that_the_runtime_runs(bundle: Path) -> None:
         x = clf.prepare(frame, "bgr")
         assert x.dtype == np.uint8 and x.shape == (1, 3, *crops.shape[1:3])
         np.testing.assert_array_equal(x[0], clf.fast.crop(frame, "bgr").transpose(2, 0, 1))
-        assert clf.classify_one(frame, 3, "bgr").label in m.labels
+        probs = clf.probabilities(frame, "bgr")
+    with OpenVinoRunner(str(bundle / twin.path), precision="f32") as r:
+        want = softmax(r.infer({"input": x})["logits"])
+    np.testing.assert_allclose(probs, want, atol=1e-6)  # the planes are what the twin ran on
 
 
 def test_a_twin_that_misses_its_gate_is_not_kept(bundle: Path, tmp_path: Path) -> None:
